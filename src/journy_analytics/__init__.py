@@ -1,0 +1,62 @@
+"""journy-analytics: the Python server-side SDK for journy.io.
+
+    from journy_analytics import Analytics
+    analytics = Analytics(write_key="YOUR_WRITE_KEY")
+    analytics.track(user_id="f4ca124298", event="Car Sold", properties={"revenue": 39999.99})
+    analytics.close_and_flush()
+
+Or the module-level default client, configured from ``JOURNY_WRITE_KEY``::
+
+    import journy_analytics as analytics
+    analytics.track(user_id="f4ca124298", event="Signed Up")
+"""
+
+from journy_analytics._default import (
+    alias,
+    close_and_flush,
+    default_client,
+    flush,
+    group,
+    identify,
+    off,
+    on,
+    page,
+    screen,
+    stats,
+    track,
+)
+from journy_analytics._errors import DeliveryError, ValidationError
+from journy_analytics._retry import RetryPolicy
+from journy_analytics._transport import HttpClient, Response
+from journy_analytics._version import __version__
+from journy_analytics.client import Analytics
+
+# Settings of the module-level default client; None means "from the environment".
+write_key = None
+host = None
+path = None
+
+__all__ = [
+    "Analytics",
+    "DeliveryError",
+    "HttpClient",
+    "Response",
+    "RetryPolicy",
+    "ValidationError",
+    "__version__",
+    "alias",
+    "close_and_flush",
+    "default_client",
+    "flush",
+    "group",
+    "host",
+    "identify",
+    "off",
+    "on",
+    "page",
+    "path",
+    "screen",
+    "stats",
+    "track",
+    "write_key",
+]

@@ -1,0 +1,518 @@
+"""The background side of the client: the queue, the dispatcher thread and the senders.
+
+Threads: one dispatcher decides *when* to send (full batch, oldest event past
+``flush_interval``, flush or close) and cuts batches; up to
+``max_concurrent_requests`` sender threads, started only when a backlog needs them,
+each deliver one batch at a time through :class:`BatchSender`.
+
+The call path touches no lock: ``deque.append`` is atomic, and the dispatcher is woken
+only when the queue goes from empty to non-empty or reaches a full batch.
+
+Flush bookkeeping: every event the dispatcher takes gets an index in take order; a
+batch covers a contiguous range. The *watermark* is the start of the oldest unsettled
+batch (or the take count if none), so every event below it is settled. A flush waits
+until the watermark reaches the take count plus the queue length at the time of the call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+
+import orjson
+
+from journy_analytics._delivery import BatchResult, BatchSender
+from journy_analytics._encoding import MAX_BATCH_BYTES
+from journy_analytics._errors import DeliveryError
+from journy_analytics._events import Emitter
+from journy_analytics._retry import RetryPolicy
+from journy_analytics._transport import HttpClient
+
+__all__ = ["Callback", "Worker", "WorkerConfig"]
+
+logger = logging.getLogger("journy_analytics")
+
+Callback = Callable[[Optional[BaseException], Dict[str, Any]], Any]
+Item = Union[bytes, Tuple[bytes, Callback]]
+
+# The envelope around the joined events: {"batch":[...],"sentAt":"...","writeKey":"..."}.
+_ENVELOPE_BYTES = 128
+_SAMPLE_SIZE = 20
+_OVERFLOW_REPORT_EVERY = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    url: str
+    write_key: str
+    max_events_in_batch: int
+    flush_interval: float
+    http_request_timeout: float
+    max_queue_size: int
+    max_concurrent_requests: int
+    gzip: bool
+    policy: RetryPolicy
+    make_transport: Callable[[], HttpClient]
+    # A transport the user gave us is theirs: we neither rebuild it after fork nor close it twice.
+    owns_transport: bool
+
+
+class _Batch:
+    __slots__ = ("first_index", "items", "number")
+
+    def __init__(self, number: int, first_index: int, items: List[Item]) -> None:
+        self.number = number
+        self.first_index = first_index
+        self.items = items
+
+
+def _data(item: Item) -> bytes:
+    return item if isinstance(item, bytes) else item[0]
+
+
+def _callback(item: Item) -> Optional[Callback]:
+    return None if isinstance(item, bytes) else item[1]
+
+
+_live_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+def _reinit_after_fork() -> None:
+    for worker in list(_live_workers):
+        worker._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, emitter: Emitter) -> None:
+        self._config = config
+        self._emitter = emitter
+        self._transport: Optional[HttpClient] = None
+        self._user_transport: Optional[HttpClient] = (
+            None if config.owns_transport else config.make_transport()
+        )
+        self._reset()
+        _live_workers.add(self)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        """Fresh runtime state: at start and in a forked child (whose threads are gone and
+        whose locks may be held by threads that no longer exist)."""
+        cfg = self._config
+        self._pid = os.getpid()
+        self._queue: Deque[Item] = deque()
+        self._wake = threading.Event()
+        self._abort = threading.Event()
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._slots = threading.BoundedSemaphore(cfg.max_concurrent_requests)
+        self._work: queue.SimpleQueue[Optional[_Batch]] = queue.SimpleQueue()
+        self._batch_numbers = itertools.count()
+        self._dispatcher: Optional[threading.Thread] = None
+        self._senders: List[threading.Thread] = []
+        self._idle_senders = 0
+        self._stopping = False
+        self._taken = 0
+        self._flush_target = 0
+        self._outstanding: Dict[int, int] = {}
+        self._in_flight = 0
+        self._overflow = 0
+        self._overflow_reported = 0
+        self._overflow_reported_at = -_OVERFLOW_REPORT_EVERY
+        self._overflow_sample: Deque[bytes] = deque(maxlen=_SAMPLE_SIZE)
+        self._counters: Dict[str, int] = {
+            "delivered": 0,
+            "retried": 0,
+            "batches_sent": 0,
+            "requests": 0,
+            "bytes_sent": 0,
+            "rejected": 0,
+            "retries_exhausted": 0,
+            "closed": 0,
+        }
+        if self._config.owns_transport and self._transport is not None:
+            # The parent's pool holds sockets the parent still uses: never share them.
+            self._transport = None
+        self._sender = BatchSender(
+            url=cfg.url,
+            write_key=cfg.write_key,
+            policy=cfg.policy,
+            timeout=cfg.http_request_timeout,
+            gzip=cfg.gzip,
+            emitter=self._emitter,
+            transport=self._get_transport,
+            wait=self._abort.wait,
+            aborted=self._abort.is_set,
+        )
+
+    def _after_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._reset()
+
+    def _get_transport(self) -> HttpClient:
+        if self._user_transport is not None:
+            return self._user_transport
+        transport = self._transport
+        if transport is None:
+            with self._lock:
+                if self._transport is None:
+                    self._transport = self._config.make_transport()
+                transport = self._transport
+        return transport
+
+    # -- the call path -------------------------------------------------------------------
+
+    def put(self, data: bytes, callback: Optional[Callback]) -> bool:
+        if self._pid != os.getpid():
+            # register_at_fork covers os.fork(); this covers forks it cannot see.
+            self._after_fork()
+        q = self._queue
+        if len(q) >= self._config.max_queue_size:
+            self._on_overflow(data, callback)
+            return False
+        q.append(data if callback is None else (data, callback))
+        n = len(q)
+        if (n == 1 or n >= self._config.max_events_in_batch) and not self._wake.is_set():
+            self._wake.set()
+        if self._dispatcher is None:
+            self._start()
+        return True
+
+    def _on_overflow(self, data: bytes, callback: Optional[Callback]) -> None:
+        # Counted here, reported by the dispatcher: the caller is never made to wait on a
+        # user's error handler. A callback is the caller's own and is told at once.
+        self._overflow += 1
+        self._overflow_sample.append(data)
+        if not self._wake.is_set():
+            self._wake.set()
+        if callback is not None:
+            error = DeliveryError(
+                "queue_full",
+                f"the queue holds max_queue_size={self._config.max_queue_size} events; "
+                "this event was dropped (raise max_queue_size or check the server)",
+            )
+            _call(callback, error, orjson.loads(data))
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._dispatcher is not None:
+                return
+            thread = threading.Thread(
+                target=self._dispatch_forever, name="journy-analytics-dispatcher", daemon=True
+            )
+            self._dispatcher = thread
+        thread.start()
+
+    # -- the dispatcher ------------------------------------------------------------------
+
+    def _dispatch_forever(self) -> None:
+        try:
+            self._dispatch()
+        except BaseException:  # pragma: no cover - a bug; say so loudly, never die silently
+            logger.exception("journy_analytics: the dispatcher thread failed")
+            raise
+
+    def _dispatch(self) -> None:
+        cfg = self._config
+        q = self._queue
+        batch_size = cfg.max_events_in_batch
+        interval = cfg.flush_interval
+        oldest: Optional[float] = None  # no event in the queue is older than this
+        timer_target = 0
+        while not self._abort.is_set():
+            self._wake.clear()
+            self._report_overflow()
+            n = len(q)
+            if n == 0:
+                oldest = None
+                if self._stopping:
+                    return
+                pending_report = self._overflow != self._overflow_reported
+                self._wake.wait(_OVERFLOW_REPORT_EVERY if pending_report else None)
+                continue
+            now = time.monotonic()
+            if oldest is None:
+                oldest = now
+            with self._lock:
+                due_target = max(self._flush_target, timer_target)
+                taken = self._taken
+                stopping = self._stopping
+            if n < batch_size and taken >= due_target and not stopping:
+                remaining = oldest + interval - now
+                if remaining > 0:
+                    self._wake.wait(remaining)
+                    continue
+                # Everything queued now has waited long enough; what comes later gets its
+                # own full interval.
+                timer_target = taken + n
+                oldest = now
+            if not self._acquire_slot():
+                return
+            self._submit(self._take(batch_size))
+
+    def _acquire_slot(self) -> bool:
+        while not self._slots.acquire(timeout=0.05):
+            if self._abort.is_set():
+                return False
+        return True
+
+    def _take(self, batch_size: int) -> _Batch:
+        q = self._queue
+        items: List[Item] = []
+        size = _ENVELOPE_BYTES
+        with self._lock:
+            while q and len(items) < batch_size:
+                length = len(_data(q[0])) + 1
+                if items and size + length > MAX_BATCH_BYTES:
+                    break
+                items.append(q.popleft())
+                size += length
+            batch = _Batch(next(self._batch_numbers), self._taken, items)
+            self._outstanding[batch.number] = self._taken
+            self._taken += len(items)
+            self._in_flight += len(items)
+        return batch
+
+    def _submit(self, batch: _Batch) -> None:
+        self._work.put(batch)
+        with self._lock:
+            spawn = self._idle_senders == 0 and len(self._senders) < (
+                self._config.max_concurrent_requests
+            )
+            if spawn:
+                thread = threading.Thread(
+                    target=self._send_forever,
+                    name=f"journy-analytics-sender-{len(self._senders)}",
+                    daemon=True,
+                )
+                self._senders.append(thread)
+        if spawn:
+            try:
+                thread.start()
+            except RuntimeError:
+                # At interpreter shutdown no new thread may start: deliver inline instead.
+                with self._lock:
+                    self._senders.remove(thread)
+                    if self._senders:
+                        return
+                pending = self._work.get()
+                if pending is not None:
+                    self._deliver(pending)
+
+    def _report_overflow(self) -> None:
+        dropped = self._overflow - self._overflow_reported
+        if dropped <= 0:
+            return
+        now = time.monotonic()
+        if now - self._overflow_reported_at < _OVERFLOW_REPORT_EVERY and not self._stopping:
+            # One report a second at most: an overloaded app must not also drown in logs.
+            return
+        self._overflow_reported_at = now
+        self._overflow_reported += dropped
+        sample = [orjson.loads(d) for d in list(self._overflow_sample)]
+        self._overflow_sample.clear()
+        error = DeliveryError(
+            "queue_full",
+            f"{dropped} event(s) dropped: the queue was full "
+            f"(max_queue_size={self._config.max_queue_size}); raise max_queue_size, or check "
+            "why the server is not keeping up",
+            events=sample,
+            count=dropped,
+        )
+        logger.warning("journy_analytics: %s", error.reason)
+        self._emitter.emit("error", error)
+
+    # -- the senders ---------------------------------------------------------------------
+
+    def _send_forever(self) -> None:
+        while True:
+            with self._lock:
+                self._idle_senders += 1
+            batch = self._work.get()
+            with self._lock:
+                self._idle_senders -= 1
+            if batch is None:
+                return
+            try:
+                self._deliver(batch)
+            except BaseException:  # pragma: no cover - a bug; keep the slot accounting right
+                logger.exception("journy_analytics: delivering a batch failed unexpectedly")
+            finally:
+                self._slots.release()
+
+    def _deliver(self, batch: _Batch) -> None:
+        events = [_data(item) for item in batch.items]
+        result = self._sender.send(events)
+        self._settle(batch, events, result)
+
+    def _settle(self, batch: _Batch, events: List[bytes], result: BatchResult) -> None:
+        delivered = result.outcome == "delivered"
+        error: Optional[DeliveryError] = None
+        emitter = self._emitter
+        decoded: Optional[List[Dict[str, Any]]] = None
+        wants_callbacks = any(type(item) is not bytes for item in batch.items)
+        if not delivered:
+            code = "closed" if result.outcome == "closed" else "delivery_failure"
+            if result.outcome == "retries_exhausted":
+                code = "retries_exhausted"
+            decoded = [orjson.loads(d) for d in events]
+            error = DeliveryError(code, result.reason, events=decoded, status=result.status)
+            logger.warning(
+                "journy_analytics: %d event(s) not delivered: %s", len(events), result.reason
+            )
+            emitter.emit("error", error)
+        elif wants_callbacks or any(emitter.has(t) for t in _TYPES):
+            decoded = [orjson.loads(d) for d in events]
+            for message in decoded:
+                emitter.emit(message.get("type", ""), message)
+        if wants_callbacks and decoded is not None:
+            for item, message in zip(batch.items, decoded):
+                callback = _callback(item)
+                if callback is not None:
+                    _call(callback, error, message)
+        with self._settled:
+            counters = self._counters
+            counters["requests"] += result.requests
+            counters["bytes_sent"] += result.bytes_sent
+            counters["retried"] += result.retries
+            if delivered:
+                counters["delivered"] += len(events)
+                counters["batches_sent"] += 1
+            else:
+                counters[result.outcome] += len(events)
+            del self._outstanding[batch.number]
+            self._in_flight -= len(events)
+            drained = not self._outstanding and not self._queue
+            self._settled.notify_all()
+        if drained:
+            emitter.emit("drained")
+
+    # -- flush and close -----------------------------------------------------------------
+
+    def _watermark(self) -> int:
+        return min(self._outstanding.values(), default=self._taken)
+
+    def flush(self, timeout: Optional[float]) -> bool:
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        if threading.current_thread() in (*self._senders, self._dispatcher):
+            # A handler or callback calling flush() would wait on itself.
+            logger.warning("journy_analytics: flush() from a handler would deadlock; skipped")
+            return False
+        with self._lock:
+            target = self._taken + len(self._queue)
+            if target > self._flush_target:
+                self._flush_target = target
+        if self._queue and self._dispatcher is None:
+            self._start()
+        self._wake.set()
+        with self._settled:
+            while self._watermark() < target:
+                if deadline is None:
+                    self._settled.wait()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._settled.wait(remaining)
+        return True
+
+    def close(self, timeout: Optional[float]) -> bool:
+        """Deliver what is queued within ``timeout``, then stop the threads.
+
+        Past the deadline, retries and backoff sleeps are cut short, what is still queued
+        is dropped and reported (``closed``), and the call returns False.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            self._stopping = True
+        settled = self.flush(timeout)
+        if not settled:
+            self._abort.set()
+            self._drop_queued()
+        self._wake.set()
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher is not threading.current_thread():
+            dispatcher.join(_remaining(deadline, cap=1.0))
+        for _ in self._senders:
+            self._work.put(None)
+        if self._config.owns_transport and self._transport is not None:
+            try:
+                self._transport.close()
+            except Exception:  # pragma: no cover
+                logger.debug("journy_analytics: closing the transport failed", exc_info=True)
+        _live_workers.discard(self)
+        return settled
+
+    def _drop_queued(self) -> None:
+        with self._lock:
+            items = list(self._queue)
+            self._queue.clear()
+            self._counters["closed"] += len(items)
+        if not items:
+            return
+        events = [_data(i) for i in items]
+        decoded = [orjson.loads(d) for d in events]
+        error = DeliveryError(
+            "closed",
+            f"{len(items)} event(s) were still queued when close_and_flush() timed out",
+            events=decoded,
+        )
+        logger.warning("journy_analytics: %s", error.reason)
+        self._emitter.emit("error", error)
+        for item, message in zip(items, decoded):
+            callback = _callback(item)
+            if callback is not None:
+                _call(callback, error, message)
+
+    # -- figures -------------------------------------------------------------------------
+
+    def stats(self) -> Dict[str, Any]:
+        with self._lock:
+            c = dict(self._counters)
+            in_flight = self._in_flight
+        alive = self._dispatcher is not None and self._dispatcher.is_alive()
+        return {
+            "queued": len(self._queue),
+            "in_flight": in_flight,
+            "delivered": c["delivered"],
+            "retried": c["retried"],
+            "dropped": {
+                "queue_full": self._overflow,
+                "rejected": c["rejected"],
+                "retries_exhausted": c["retries_exhausted"],
+                "closed": c["closed"],
+            },
+            "batches_sent": c["batches_sent"],
+            "requests": c["requests"],
+            "bytes_sent": c["bytes_sent"],
+            "worker_alive": alive,
+            "senders": sum(1 for t in self._senders if t.is_alive()),
+        }
+
+
+_TYPES = ("identify", "group", "track", "page", "screen", "alias")
+
+
+def _remaining(deadline: Optional[float], cap: float) -> float:
+    if deadline is None:
+        return cap
+    return max(0.0, min(cap, deadline - time.monotonic()))
+
+
+def _call(callback: Callback, error: Optional[BaseException], message: Dict[str, Any]) -> None:
+    try:
+        callback(error, message)
+    except Exception:
+        logger.exception("journy_analytics: an event callback raised; carrying on")

@@ -1,0 +1,26 @@
+"""A local journy.io collector: a real batch endpoint with journy.io's profile semantics.
+
+Needs the ``collector`` extra (``pip install "journy-analytics[collector]"``, for aiohttp);
+``import journy_analytics`` alone never imports this package. Run it with ``journy collector``
+or, from Python (tests, the demo), with ``CollectorThread``. See docs/collector.md.
+"""
+
+from __future__ import annotations
+
+from journy_analytics.collector._faults import Faults
+from journy_analytics.collector._ingest import MAX_BODY_BYTES, MAX_EVENT_BYTES
+from journy_analytics.collector._server import DEFAULT_PATH, CollectorState, Server, create_app
+from journy_analytics.collector._store import Store
+from journy_analytics.collector._thread import CollectorThread
+
+__all__ = [
+    "DEFAULT_PATH",
+    "MAX_BODY_BYTES",
+    "MAX_EVENT_BYTES",
+    "CollectorState",
+    "CollectorThread",
+    "Faults",
+    "Server",
+    "Store",
+    "create_app",
+]

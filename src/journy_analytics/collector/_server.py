@@ -1,0 +1,403 @@
+"""The collector's HTTP side: aiohttp.web handlers for ingest and the read API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import time
+from concurrent.futures import Future
+from typing import Any, Awaitable, Callable, Deque, Iterable, Optional, TypeVar
+
+import orjson
+from aiohttp import web
+
+from journy_analytics.collector._faults import Decision, FaultInjector, Faults
+from journy_analytics.collector._ingest import (
+    EVENT_TYPES,
+    MAX_BODY_BYTES,
+    IngestError,
+    decode_body,
+    parse_json,
+    prepare_batch,
+    write_key_from_body,
+)
+from journy_analytics.collector._store import Store
+
+__all__ = ["DEFAULT_PATH", "CollectorState", "Server", "create_app"]
+
+DEFAULT_PATH = "/backend/v1/batch"
+
+T = TypeVar("T")
+
+# Segment's single-event endpoints: the body is one event of the type in the path.
+_SINGLE_EVENT_PATHS = {f"/v1/{t}": t for t in EVENT_TYPES}
+_READ_CHUNK = 64 * 1024
+
+
+class CollectorState:
+    """What outlives one run of the HTTP server: the store, fault settings, request log."""
+
+    def __init__(
+        self,
+        store: Store,
+        write_keys: Optional[Iterable[str]] = None,
+        path: str = DEFAULT_PATH,
+        faults: Optional[Faults] = None,
+        max_logged_requests: int = 1000,
+    ) -> None:
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        keys = None if write_keys is None else frozenset(write_keys)
+        if keys is not None and (not keys or not all(isinstance(k, str) and k for k in keys)):
+            raise ValueError("write_keys must be non-empty strings")
+        self.store = store
+        self.write_keys = keys
+        self.path = path
+        self.faults = FaultInjector(faults)
+        self.requests: Deque[dict[str, Any]] = collections.deque(maxlen=max_logged_requests)
+
+    def key_accepted(self, key: Optional[str]) -> bool:
+        if not key:
+            return False
+        return self.write_keys is None or key in self.write_keys
+
+
+_STATE: web.AppKey[CollectorState] = web.AppKey("journy_collector_state", CollectorState)
+
+
+def _json(data: Any, status: int = 200, headers: Optional[dict[str, str]] = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return _json({"success": False, "code": code, "message": message}, status=status)
+
+
+async def _wait(future: Future[T]) -> T:
+    return await asyncio.wrap_future(future)
+
+
+def _basic_auth_key(header: Optional[str]) -> Optional[str]:
+    """The write key from ``Authorization: Basic base64(key:)``; None when absent or garbled."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise IngestError(
+            413,
+            "body_too_large",
+            f"body is {request.content_length} bytes, over the {MAX_BODY_BYTES} limit",
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(_READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise IngestError(413, "body_too_large", f"body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+
+
+def _abort(request: web.Request) -> web.Response:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    # Nothing reaches the client any more; aiohttp discards this response quietly.
+    return web.Response(status=499)
+
+
+def _ingest_handler(
+    single_type: Optional[str],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        state = request.app[_STATE]
+        record: dict[str, Any] = {
+            "time": time.time(),
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "headers": dict(request.headers),
+            "body": None,
+            "size": None,
+            "status": None,
+        }
+        state.requests.append(record)
+        counters: dict[str, int] = {"requests": 1}
+        try:
+            response = await _ingest(request, state, single_type, record, counters)
+        except IngestError as exc:
+            counters[f"rejected.{exc.code}"] = 1
+            response = _json(exc.to_json(), status=exc.status)
+            if exc.status == 413:
+                # The client may still be sending an oversized body we will not read.
+                response.force_close()
+            record["error"] = exc.message
+        if counters:
+            await _wait(state.store.count(counters))
+        record["status"] = response.status if response.status != 499 else "reset"
+        return response
+
+    return handler
+
+
+async def _ingest(
+    request: web.Request,
+    state: CollectorState,
+    single_type: Optional[str],
+    record: dict[str, Any],
+    counters: dict[str, int],
+) -> web.StreamResponse:
+    decision: Decision = state.faults.decide()
+    if decision.delay > 0:
+        counters["faults.delayed"] = 1
+        await asyncio.sleep(decision.delay)
+    raw = await _read_body(request)
+    record["size"] = len(raw)
+    if decision.rate_limited:
+        counters["faults.rate_limited"] = 1
+        return _json(
+            {"success": False, "code": "rate_limited", "message": "rate limit exceeded"},
+            status=429,
+            headers={"Retry-After": "1"},
+        )
+    if decision.fail_status is not None:
+        counters["faults.failed"] = 1
+        return _error(decision.fail_status, "injected_fault", "fault injected by the collector")
+
+    body = decode_body(raw, request.headers.get("Content-Encoding"))
+    obj = parse_json(body)
+    record["body"] = obj
+    header_key = _basic_auth_key(request.headers.get("Authorization"))
+    if not state.key_accepted(header_key) and not state.key_accepted(write_key_from_body(obj)):
+        missing = header_key is None and write_key_from_body(obj) is None
+        raise IngestError(
+            401,
+            "unauthorized",
+            "no write key: send it as the HTTP Basic user or as writeKey in the body"
+            if missing
+            else "unknown write key",
+        )
+    events = prepare_batch(obj, single_type)
+
+    if decision.reset and not decision.reset_after_store:
+        counters["faults.reset"] = 1
+        return _abort(request)
+    if decision.reset:
+        counters["faults.reset"] = 1
+    result = await _wait(state.store.ingest(events, counters))
+    counters.clear()  # counted inside the ingest transaction
+    if decision.reset:
+        return _abort(request)
+    record["stored"] = result.stored
+    record["duplicates"] = result.duplicates
+    return _json({"success": True})
+
+
+# -- read API --------------------------------------------------------------------------
+
+
+def _opt(request: web.Request, name: str) -> Optional[str]:
+    value = request.query.get(name)
+    return value if value else None
+
+
+async def _events(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    limit: Optional[int] = None
+    raw_limit = _opt(request, "limit")
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            return _error(400, "invalid_query", "limit must be an integer")
+        if limit < 0:
+            return _error(400, "invalid_query", "limit must be >= 0")
+    bodies = await _wait(
+        state.store.events_json(
+            type=_opt(request, "type"),
+            user_id=_opt(request, "userId"),
+            anonymous_id=_opt(request, "anonymousId"),
+            group_id=_opt(request, "groupId"),
+            limit=limit,
+        )
+    )
+    # The stored bytes are already JSON: splice them instead of decoding and re-encoding.
+    return web.Response(
+        body=b'{"events":[' + b",".join(bodies) + b"]}", content_type="application/json"
+    )
+
+
+async def _user(request: web.Request) -> web.Response:
+    user_id = request.match_info["id"]
+    user = await _wait(request.app[_STATE].store.user(user_id))
+    if user is None:
+        return _error(404, "not_found", f"no user {user_id!r}")
+    return _json(user)
+
+
+async def _account(request: web.Request) -> web.Response:
+    account_id = request.match_info["id"]
+    account = await _wait(request.app[_STATE].store.account(account_id))
+    if account is None:
+        return _error(404, "not_found", f"no account {account_id!r}")
+    return _json(account)
+
+
+async def _stats(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    stats = await _wait(state.store.stats())
+    stats["fault_settings"] = state.faults.faults.to_dict()
+    return _json(stats)
+
+
+async def _message_ids(request: web.Request) -> web.Response:
+    ids = await _wait(request.app[_STATE].store.message_ids())
+    return _json({"count": len(ids), "messageIds": sorted(ids)})
+
+
+async def _requests(request: web.Request) -> web.Response:
+    return _json({"requests": list(request.app[_STATE].requests)})
+
+
+async def _get_faults(request: web.Request) -> web.Response:
+    return _json(request.app[_STATE].faults.faults.to_dict())
+
+
+async def _set_faults(request: web.Request) -> web.Response:
+    injector = request.app[_STATE].faults
+    try:
+        changes = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return _error(400, "malformed_json", "body is not valid JSON")
+    if not isinstance(changes, dict):
+        return _error(400, "invalid_body", "body must be a JSON object of fault settings")
+    try:
+        faults = injector.faults.replace(**changes)
+    except (TypeError, ValueError) as exc:
+        return _error(400, "invalid_faults", str(exc))
+    injector.set(faults)
+    return _json(faults.to_dict())
+
+
+async def _clear_faults(request: web.Request) -> web.Response:
+    request.app[_STATE].faults.set(Faults())
+    return _json(Faults().to_dict())
+
+
+async def _reset(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    await _wait(state.store.reset())
+    state.requests.clear()
+    return _json({"success": True})
+
+
+async def _index(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    return _json(
+        {
+            "name": "journy-analytics local collector",
+            "ingest": sorted({state.path, "/v1/batch", *_SINGLE_EVENT_PATHS}),
+            "read": [
+                "/api/events?type=&userId=&anonymousId=&groupId=&limit=",
+                "/api/users/{id}",
+                "/api/accounts/{id}",
+                "/api/stats",
+                "/api/messageids",
+                "/api/requests",
+                "/api/faults",
+            ],
+        }
+    )
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Routing errors (404, 405) answer JSON like every other error of the collector."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return _json(
+            {"success": False, "code": code, "message": f"{exc.reason}: {request.path}"},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
+
+
+def create_app(state: CollectorState) -> web.Application:
+    """The aiohttp application serving ``state`` (ingest, read API, fault control)."""
+    app = web.Application(middlewares=[_json_errors])
+    app[_STATE] = state
+    for path in sorted({state.path, "/v1/batch"}):
+        app.router.add_post(path, _ingest_handler(None))
+    for path, event_type in _SINGLE_EVENT_PATHS.items():
+        if path != state.path:
+            app.router.add_post(path, _ingest_handler(event_type))
+    app.router.add_get("/", _index)
+    app.router.add_get("/api/events", _events)
+    app.router.add_get("/api/users/{id:.+}", _user)
+    app.router.add_get("/api/accounts/{id:.+}", _account)
+    app.router.add_get("/api/stats", _stats)
+    app.router.add_get("/api/messageids", _message_ids)
+    app.router.add_get("/api/requests", _requests)
+    app.router.add_get("/api/faults", _get_faults)
+    app.router.add_post("/api/faults", _set_faults)
+    app.router.add_delete("/api/faults", _clear_faults)
+    app.router.add_post("/api/reset", _reset)
+    return app
+
+
+class Server:
+    """One run of the HTTP server on the current event loop."""
+
+    def __init__(self, state: CollectorState, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._state = state
+        self._host = host
+        self._port = port
+        self._runner: Optional[web.AppRunner] = None
+
+    async def start(self) -> int:
+        """Bind and serve; returns the bound port (useful with ``port=0``)."""
+        runner = web.AppRunner(
+            create_app(self._state),
+            access_log=None,
+            handle_signals=False,
+            # Bodies are decompressed by the collector itself, with a size cap.
+            auto_decompress=False,
+            # In-flight requests get this long to finish (and be stored) on stop.
+            shutdown_timeout=2.0,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        return int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()

@@ -1,0 +1,497 @@
+"""The collector's SQLite store, with journy.io's profile semantics.
+
+Every statement runs on one dedicated thread: SQLite wants a single writer, a ``:memory:``
+database exists only inside its one connection, and the HTTP event loop must never wait
+on disk. Public methods return ``concurrent.futures.Future`` objects, so the server awaits
+them (``asyncio.wrap_future``) and synchronous callers take ``.result()``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+
+import orjson
+
+from journy_analytics.collector._ingest import PreparedEvent
+
+__all__ = ["IngestResult", "Store"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    generated_id INTEGER NOT NULL DEFAULT 0,
+    type TEXT NOT NULL,
+    received_type TEXT NOT NULL,
+    user_id TEXT,
+    anonymous_id TEXT,
+    profile_id TEXT,
+    group_id TEXT,
+    event TEXT,
+    name TEXT,
+    timestamp TEXT,
+    received_at TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_type ON events(type);
+CREATE INDEX IF NOT EXISTS events_profile ON events(profile_id);
+CREATE INDEX IF NOT EXISTS events_user ON events(user_id);
+CREATE INDEX IF NOT EXISTS events_group ON events(group_id);
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    identified INTEGER NOT NULL DEFAULT 0,
+    traits TEXT NOT NULL DEFAULT '{}',
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY,
+    traits TEXT NOT NULL DEFAULT '{}',
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS memberships (
+    user_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    PRIMARY KEY (user_id, account_id)
+);
+CREATE INDEX IF NOT EXISTS memberships_account ON memberships(account_id);
+CREATE TABLE IF NOT EXISTS aliases (
+    previous_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    first_seen TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS aliases_user ON aliases(user_id);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+"""
+
+_TABLES = ("events", "users", "accounts", "memberships", "aliases", "counters")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def merge_traits(current: dict[str, Any], update: Optional[Mapping[str, Any]]) -> bool:
+    """journy.io's incremental traits: union, and a trait sent as ``null`` is deleted.
+
+    The merge is shallow: a nested object replaces the previous value of its key.
+    Returns whether anything changed.
+    """
+    changed = False
+    for key, value in (update or {}).items():
+        if value is None:
+            if key in current:
+                del current[key]
+                changed = True
+        elif current.get(key, _MISSING) != value:
+            current[key] = value
+            changed = True
+    return changed
+
+
+_MISSING = object()
+
+
+class IngestResult:
+    """Outcome of one accepted request: events newly stored and duplicates ignored."""
+
+    __slots__ = ("duplicates", "stored")
+
+    def __init__(self, stored: int, duplicates: int) -> None:
+        self.stored = stored
+        self.duplicates = duplicates
+
+
+class _Profiles:
+    """Users and accounts touched by one transaction, written once at its end."""
+
+    def __init__(self, conn: sqlite3.Connection, now: str) -> None:
+        self._conn = conn
+        self._now = now
+        self.users: dict[str, tuple[bool, dict[str, Any]]] = {}
+        self.accounts: dict[str, dict[str, Any]] = {}
+
+    def user(self, user_id: str, identified: bool) -> dict[str, Any]:
+        cached = self.users.get(user_id)
+        if cached is None:
+            row = self._conn.execute(
+                "SELECT identified, traits FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+            traits = orjson.loads(row[1]) if row else {}
+            cached = (bool(row[0]) if row else False, traits)
+        if identified and not cached[0]:
+            cached = (True, cached[1])
+        self.users[user_id] = cached
+        return cached[1]
+
+    def account(self, account_id: str) -> dict[str, Any]:
+        traits = self.accounts.get(account_id)
+        if traits is None:
+            row = self._conn.execute(
+                "SELECT traits FROM accounts WHERE id = ?", (account_id,)
+            ).fetchone()
+            traits = orjson.loads(row[0]) if row else {}
+            self.accounts[account_id] = traits
+        return traits
+
+    def membership(self, user_id: str, account_id: str) -> None:
+        self.account(account_id)
+        self._conn.execute(
+            "INSERT OR IGNORE INTO memberships (user_id, account_id, first_seen) VALUES (?, ?, ?)",
+            (user_id, account_id, self._now),
+        )
+
+    def write(self) -> None:
+        self._conn.executemany(
+            "INSERT INTO users (id, identified, traits, first_seen, last_seen) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "identified = excluded.identified, traits = excluded.traits, "
+            "last_seen = excluded.last_seen",
+            [
+                (uid, int(identified), orjson.dumps(traits).decode(), self._now, self._now)
+                for uid, (identified, traits) in self.users.items()
+            ],
+        )
+        self._conn.executemany(
+            "INSERT INTO accounts (id, traits, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET traits = excluded.traits, "
+            "last_seen = excluded.last_seen",
+            [
+                (aid, orjson.dumps(traits).decode(), self._now, self._now)
+                for aid, traits in self.accounts.items()
+            ],
+        )
+
+
+class Store:
+    """SQLite store for the collector. ``path`` is a file or ``":memory:"``.
+
+    Thread-safe: every call is queued to the store's own thread.
+    """
+
+    def __init__(self, path: str = ":memory:") -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journy-collector-db")
+        self._conn: Optional[sqlite3.Connection] = None
+        self._close_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._submit(self._open).result()
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("the collector store is closed")
+        return self._executor.submit(fn, *args)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the collector store is closed")
+        return self._conn
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        if self.path != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit survives a process crash; only an OS crash can lose
+            # the last transactions, an acceptable trade for a local collector.
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    def close(self) -> None:
+        """Commit nothing pending (every write is already committed) and close the file."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._submit(self._close).result()
+            self._closed = True
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- writes -----------------------------------------------------------------------
+
+    def ingest(
+        self, events: Sequence[PreparedEvent], counters: Optional[Mapping[str, int]] = None
+    ) -> Future[IngestResult]:
+        """Store one request's events in one transaction, and bump ``counters`` with it."""
+        return self._submit(self._ingest, list(events), dict(counters or {}))
+
+    def count(self, counters: Mapping[str, int]) -> Future[None]:
+        """Add to named counters (``requests``, ``rejected.<code>``, ``faults.<kind>``...)."""
+        return self._submit(self._count, dict(counters))
+
+    def reset(self) -> Future[None]:
+        """Delete every event, profile and counter."""
+        return self._submit(self._reset)
+
+    def _ingest(self, events: list[PreparedEvent], counters: dict[str, int]) -> IngestResult:
+        conn = self._db()
+        now = _now()
+        stored = duplicates = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            profiles = _Profiles(conn, now)
+            for ev in events:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO events (message_id, generated_id, type, "
+                    "received_type, user_id, anonymous_id, profile_id, group_id, event, name, "
+                    "timestamp, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        ev.message_id,
+                        int(ev.generated_message_id),
+                        ev.type,
+                        ev.received_type,
+                        ev.user_id,
+                        ev.anonymous_id,
+                        ev.profile_id,
+                        ev.group_id,
+                        ev.event,
+                        ev.name,
+                        ev.timestamp,
+                        now,
+                        ev.body,
+                    ),
+                )
+                if cur.rowcount == 0:
+                    # At-least-once delivery: a retried event changes nothing the second time.
+                    duplicates += 1
+                    continue
+                stored += 1
+                self._apply(conn, profiles, ev, now)
+            profiles.write()
+            counters["received"] = counters.get("received", 0) + len(events)
+            counters["stored"] = counters.get("stored", 0) + stored
+            counters["duplicates"] = counters.get("duplicates", 0) + duplicates
+            counters["accepted_requests"] = counters.get("accepted_requests", 0) + 1
+            self._bump(conn, counters)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return IngestResult(stored, duplicates)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, profiles: _Profiles, ev: PreparedEvent, now: str) -> None:
+        profile_id = ev.profile_id
+        if ev.type == "group" and ev.group_id is not None:
+            merge_traits(profiles.account(ev.group_id), ev.traits)
+            if ev.user_id is None and ev.anonymous_id == ev.group_id:
+                # journy.io's way to update an account without any user.
+                return
+        if profile_id is None:
+            return
+        user_traits = profiles.user(profile_id, identified=ev.user_id is not None)
+        if ev.type == "identify":
+            merge_traits(user_traits, ev.traits)
+        elif ev.type == "alias" and ev.previous_id is not None:
+            conn.execute(
+                "INSERT INTO aliases (previous_id, user_id, first_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT(previous_id) DO UPDATE SET user_id = excluded.user_id",
+                (ev.previous_id, profile_id, now),
+            )
+        if ev.group_id is not None:
+            # group, and track/page/screen "in the context of" an account.
+            profiles.membership(profile_id, ev.group_id)
+
+    def _count(self, counters: dict[str, int]) -> None:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._bump(conn, counters)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, counters: Mapping[str, int]) -> None:
+        conn.executemany(
+            "INSERT INTO counters (name, n) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET n = n + excluded.n",
+            [(name, n) for name, n in counters.items() if n],
+        )
+
+    def _reset(self) -> None:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in _TABLES:
+                conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- reads ------------------------------------------------------------------------
+
+    def events_json(
+        self,
+        type: Optional[str] = None,
+        user_id: Optional[str] = None,
+        anonymous_id: Optional[str] = None,
+        group_id: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> Future[list[bytes]]:
+        """Encoded events in arrival order; with ``limit``, the most recent ``limit`` ones."""
+        return self._submit(self._events, type, user_id, anonymous_id, group_id, limit)
+
+    def _events(
+        self,
+        type: Optional[str],
+        user_id: Optional[str],
+        anonymous_id: Optional[str],
+        group_id: Optional[str],
+        limit: Optional[int],
+    ) -> list[bytes]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("type", type),
+            ("user_id", user_id),
+            ("anonymous_id", anonymous_id),
+            ("group_id", group_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT body FROM events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, limit))
+        rows = self._db().execute(sql, params).fetchall()
+        return [bytes(row[0]) for row in reversed(rows)]
+
+    def user(self, user_id: str) -> Future[Optional[dict[str, Any]]]:
+        """``{"id", "traits", "accounts", "events", "identified", "aliases"}`` or None."""
+        return self._submit(self._user, user_id)
+
+    def _user(self, user_id: str) -> Optional[dict[str, Any]]:
+        conn = self._db()
+        row = conn.execute(
+            "SELECT identified, traits, first_seen, last_seen FROM users WHERE id = ?",
+            (user_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        accounts = [
+            r[0]
+            for r in conn.execute(
+                "SELECT account_id FROM memberships WHERE user_id = ? ORDER BY rowid", (user_id,)
+            )
+        ]
+        aliases = [
+            r[0]
+            for r in conn.execute(
+                "SELECT previous_id FROM aliases WHERE user_id = ? ORDER BY rowid", (user_id,)
+            )
+        ]
+        (events,) = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE profile_id = ?", (user_id,)
+        ).fetchone()
+        return {
+            "id": user_id,
+            "identified": bool(row[0]),
+            "traits": orjson.loads(row[1]),
+            "accounts": accounts,
+            "events": events,
+            "aliases": aliases,
+            "firstSeen": row[2],
+            "lastSeen": row[3],
+        }
+
+    def account(self, account_id: str) -> Future[Optional[dict[str, Any]]]:
+        """``{"id", "traits", "members", "events"}`` or None."""
+        return self._submit(self._account, account_id)
+
+    def _account(self, account_id: str) -> Optional[dict[str, Any]]:
+        conn = self._db()
+        row = conn.execute(
+            "SELECT traits, first_seen, last_seen FROM accounts WHERE id = ?", (account_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        members = [
+            r[0]
+            for r in conn.execute(
+                "SELECT user_id FROM memberships WHERE account_id = ? ORDER BY rowid",
+                (account_id,),
+            )
+        ]
+        (events,) = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE group_id = ?", (account_id,)
+        ).fetchone()
+        return {
+            "id": account_id,
+            "traits": orjson.loads(row[0]),
+            "members": members,
+            "events": events,
+            "firstSeen": row[1],
+            "lastSeen": row[2],
+        }
+
+    def message_ids(self) -> Future[set[str]]:
+        """The distinct messageIds received (ids the collector made up are left out)."""
+        return self._submit(self._message_ids)
+
+    def _message_ids(self) -> set[str]:
+        rows = self._db().execute("SELECT message_id FROM events WHERE generated_id = 0")
+        return {r[0] for r in rows}
+
+    def stats(self) -> Future[dict[str, Any]]:
+        return self._submit(self._stats)
+
+    def _stats(self) -> dict[str, Any]:
+        conn = self._db()
+        counters = dict(conn.execute("SELECT name, n FROM counters").fetchall())
+        rejected: dict[str, int] = {}
+        faults: dict[str, int] = {}
+        flat: dict[str, int] = {}
+        for name, n in counters.items():
+            if name.startswith("rejected."):
+                rejected[name[len("rejected.") :]] = n
+            elif name.startswith("faults."):
+                faults[name[len("faults.") :]] = n
+            else:
+                flat[name] = n
+        (events,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        (users,) = conn.execute("SELECT COUNT(*) FROM users").fetchone()
+        (accounts,) = conn.execute("SELECT COUNT(*) FROM accounts").fetchone()
+        return {
+            "requests": flat.get("requests", 0),
+            "accepted_requests": flat.get("accepted_requests", 0),
+            "received": flat.get("received", 0),
+            "stored": flat.get("stored", 0),
+            "duplicates": flat.get("duplicates", 0),
+            "rejected": dict(sorted(rejected.items())),
+            "faults": dict(sorted(faults.items())),
+            "events": events,
+            "users": users,
+            "accounts": accounts,
+        }
