@@ -34,6 +34,7 @@ from journy_analytics._encoding import MAX_BATCH_BYTES
 from journy_analytics._errors import DeliveryError
 from journy_analytics._events import Emitter
 from journy_analytics._retry import RetryPolicy
+from journy_analytics._spool import Spool, SpoolError
 from journy_analytics._transport import HttpClient
 
 __all__ = ["Callback", "Worker", "WorkerConfig"]
@@ -63,6 +64,8 @@ class WorkerConfig:
     make_transport: Callable[[], HttpClient]
     # A transport the user gave us is theirs: we neither rebuild it after fork nor close it twice.
     owns_transport: bool
+    spool_path: Optional[str] = None
+    spool_commit_interval: float = 0.2
 
 
 class _Batch:
@@ -102,8 +105,42 @@ class Worker:
         self._user_transport: Optional[HttpClient] = (
             None if config.owns_transport else config.make_transport()
         )
+        self._spool: Optional[Spool] = None
+        self._spool_error: Optional[str] = None
         self._reset()
+        if config.spool_path is not None:
+            self._open_spool(config.spool_path)
         _live_workers.add(self)
+
+    def _open_spool(self, path: str) -> None:
+        # SpoolLockedError (another live process has the path) propagates: that is a
+        # configuration mistake to fix, not a fault to ride out.
+        try:
+            spool = Spool(path)
+            leftovers = spool.take_leftovers()
+        except SpoolError as exc:
+            self._spool_error = str(exc)
+            logger.error("journy_analytics: %s; events are kept in memory only", exc)
+            return
+        except Exception as exc:  # sqlite3 errors on a damaged file, disk errors
+            self._spool_error = f"cannot use spool file {path}: {exc}"
+            logger.error("journy_analytics: %s; events are kept in memory only", self._spool_error)
+            return
+        self._spool = spool
+        limit = self._config.max_queue_size
+        if len(leftovers) > limit:
+            # Keep the oldest: they were accepted first. The rest is counted and reported.
+            excess = leftovers[limit:]
+            leftovers = leftovers[:limit]
+            spool.remove(limit, limit + len(excess))
+            self._overflow += len(excess)
+            self._overflow_sample.extend(excess[:_SAMPLE_SIZE])
+        self._queue.extend(leftovers)
+        self._spooled_upto = len(leftovers)
+        self._replayed = len(leftovers)
+        if leftovers:
+            logger.info("journy_analytics: re-sending %d event(s) from the spool", len(leftovers))
+            self._start()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -128,7 +165,9 @@ class Worker:
         self._flush_target = 0
         self._outstanding: Dict[int, int] = {}
         self._in_flight = 0
-        self._overflow = 0
+        self._spooled_upto = 0
+        self._replayed = 0
+        self._overflow: int = 0
         self._overflow_reported = 0
         self._overflow_reported_at = -_OVERFLOW_REPORT_EVERY
         self._overflow_sample: Deque[bytes] = deque(maxlen=_SAMPLE_SIZE)
@@ -141,6 +180,7 @@ class Worker:
             "rejected": 0,
             "retries_exhausted": 0,
             "closed": 0,
+            "kept_in_spool": 0,
         }
         if self._config.owns_transport and self._transport is not None:
             # The parent's pool holds sockets the parent still uses: never share them.
@@ -159,6 +199,16 @@ class Worker:
 
     def _after_fork(self) -> None:
         if self._pid != os.getpid():
+            if self._spool is not None:
+                # The file, its lock and its connection are the parent's.
+                self._spool.abandon()
+                self._spool = None
+                self._spool_error = "a forked child does not share its parent's spool"
+                logger.warning(
+                    "journy_analytics: forked child process %d keeps events in memory only; "
+                    "create the client after fork to give each process its own spool",
+                    os.getpid(),
+                )
             self._reset()
 
     def _get_transport(self) -> HttpClient:
@@ -242,6 +292,8 @@ class Worker:
                 pending_report = self._overflow != self._overflow_reported
                 self._wake.wait(_OVERFLOW_REPORT_EVERY if pending_report else None)
                 continue
+            if self._spool is not None:
+                self._commit_to_spool()
             now = time.monotonic()
             if oldest is None:
                 oldest = now
@@ -252,6 +304,9 @@ class Worker:
             if n < batch_size and taken >= due_target and not stopping:
                 remaining = oldest + interval - now
                 if remaining > 0:
+                    if self._spool is not None:
+                        # Wake up for the next group commit of events arriving meanwhile.
+                        remaining = min(remaining, cfg.spool_commit_interval)
                     self._wake.wait(remaining)
                     continue
                 # Everything queued now has waited long enough; what comes later gets its
@@ -261,6 +316,43 @@ class Worker:
             if not self._acquire_slot():
                 return
             self._submit(self._take(batch_size))
+
+    def _commit_to_spool(self) -> None:
+        """Write every queued event not yet on disk, in one transaction."""
+        spool = self._spool
+        if spool is None:
+            return
+        q = self._queue
+        with self._lock:
+            taken = self._taken
+        # Only this thread pops from the queue, so positions cannot shift under us; index
+        # access (not iteration) stays valid while callers append.
+        first = self._spooled_upto
+        end = taken + len(q)
+        if end <= first:
+            return
+        bodies = [_data(q[i - taken]) for i in range(max(first, taken), end)]
+        try:
+            spool.append(max(first, taken), bodies)
+        except Exception as exc:
+            self._spool_failed(exc)
+            return
+        self._spooled_upto = end
+
+    def _spool_failed(self, exc: BaseException) -> None:
+        spool, self._spool = self._spool, None
+        path = spool.path if spool is not None else "?"
+        self._spool_error = f"spool {path} failed: {exc}"
+        logger.error(
+            "journy_analytics: %s; carrying on with events in memory only", self._spool_error
+        )
+        self._emitter.emit(
+            "error",
+            DeliveryError(
+                "spool",
+                f"{self._spool_error}; events are no longer written to disk (none was lost)",
+            ),
+        )
 
     def _acquire_slot(self) -> bool:
         while not self._slots.acquire(timeout=0.05):
@@ -382,6 +474,13 @@ class Worker:
                 callback = _callback(item)
                 if callback is not None:
                     _call(callback, error, message)
+        spool = self._spool
+        if spool is not None and result.outcome != "closed":
+            # Delivered, or refused for good and reported: either way not to be re-sent.
+            try:
+                spool.remove(batch.first_index, batch.first_index + len(events))
+            except Exception as exc:
+                self._spool_failed(exc)
         with self._settled:
             counters = self._counters
             counters["requests"] += result.requests
@@ -440,13 +539,19 @@ class Worker:
         settled = self.flush(timeout)
         if not settled:
             self._abort.set()
-            self._drop_queued()
+            if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
+                self._dispatcher.join(_remaining(deadline, cap=0.5))
+            if self._spool is not None:
+                self._commit_to_spool()
+            self._drop_queued(kept=self._spool is not None)
         self._wake.set()
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread():
             dispatcher.join(_remaining(deadline, cap=1.0))
         for _ in self._senders:
             self._work.put(None)
+        if self._spool is not None:
+            self._spool.close()
         if self._config.owns_transport and self._transport is not None:
             try:
                 self._transport.close()
@@ -455,18 +560,23 @@ class Worker:
         _live_workers.discard(self)
         return settled
 
-    def _drop_queued(self) -> None:
+    def _drop_queued(self, kept: bool) -> None:
         with self._lock:
             items = list(self._queue)
             self._queue.clear()
-            self._counters["closed"] += len(items)
+            self._counters["kept_in_spool" if kept else "closed"] += len(items)
         if not items:
             return
         events = [_data(i) for i in items]
         decoded = [orjson.loads(d) for d in events]
+        fate = (
+            "they stay in the spool and are sent when a client next opens it"
+            if kept
+            else "they were dropped"
+        )
         error = DeliveryError(
             "closed",
-            f"{len(items)} event(s) were still queued when close_and_flush() timed out",
+            f"{len(items)} event(s) were still queued when close_and_flush() timed out; {fate}",
             events=decoded,
         )
         logger.warning("journy_analytics: %s", error.reason)
@@ -499,6 +609,13 @@ class Worker:
             "bytes_sent": c["bytes_sent"],
             "worker_alive": alive,
             "senders": sum(1 for t in self._senders if t.is_alive()),
+            "spool": {
+                "enabled": self._spool is not None,
+                "path": self._spool.path if self._spool is not None else self._config.spool_path,
+                "error": self._spool_error,
+                "replayed": self._replayed,
+                "kept": c["kept_in_spool"],
+            },
         }
 
 

@@ -11,11 +11,12 @@ import atexit
 import ipaddress
 import logging
 import math
+import os
 import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Dict, Mapping, Optional, Type
+from typing import Any, Dict, Mapping, Optional, Type, Union
 from urllib.parse import urlsplit
 
 import orjson
@@ -65,11 +66,12 @@ class Analytics:
         http_client: Optional[HttpClient] = None,
         max_queue_size: int = 10_000,
         gzip: bool = False,
-        spool: Optional[str] = None,
+        spool: Optional[Union[str, os.PathLike[str]]] = None,
         *,
         max_concurrent_requests: int = 8,
         exit_flush_timeout: float = 5.0,
         retry_policy: Optional[RetryPolicy] = None,
+        spool_commit_interval: float = 0.2,
     ) -> None:
         if not isinstance(write_key, str) or not write_key.strip():
             raise ValueError(
@@ -89,8 +91,11 @@ class Analytics:
                 "http_client must have a send(url, body, headers, timeout) method "
                 "returning journy_analytics.Response (see the HttpClient protocol)"
             )
-        if spool is not None:
-            raise NotImplementedError("spool= is not available yet in this version")
+        if spool is not None and (not isinstance(spool, (str, os.PathLike)) or not str(spool)):
+            raise ValueError(
+                "spool must be a file path (str or os.PathLike), e.g. 'journy-spool.db'"
+            )
+        _positive_number("spool_commit_interval", spool_commit_interval)
         self._write_key = write_key
         self.host = host
         self.path = path
@@ -126,6 +131,8 @@ class Analytics:
             policy=policy,
             make_transport=make,
             owns_transport=owns,
+            spool_path=None if spool is None else os.fspath(spool),
+            spool_commit_interval=float(spool_commit_interval),
         )
         self._worker = Worker(self._config, self._emitter)
         _warn_plain_http(url)
