@@ -34,7 +34,7 @@ from journy_analytics._encoding import MAX_BATCH_BYTES
 from journy_analytics._errors import DeliveryError
 from journy_analytics._events import Emitter
 from journy_analytics._retry import RetryPolicy
-from journy_analytics._spool import Spool, SpoolError
+from journy_analytics._spool import Spool, SpoolError, SpoolLockedError
 from journy_analytics._transport import HttpClient
 
 __all__ = ["Callback", "Worker", "WorkerConfig"]
@@ -118,6 +118,8 @@ class Worker:
         try:
             spool = Spool(path)
             leftovers = spool.take_leftovers()
+        except SpoolLockedError:
+            raise
         except SpoolError as exc:
             self._spool_error = str(exc)
             logger.error("journy_analytics: %s; events are kept in memory only", exc)
@@ -163,7 +165,7 @@ class Worker:
         self._stopping = False
         self._taken = 0
         self._flush_target = 0
-        self._outstanding: Dict[int, int] = {}
+        self._outstanding: Dict[int, _Batch] = {}
         self._in_flight = 0
         self._spooled_upto = 0
         self._replayed = 0
@@ -315,6 +317,9 @@ class Worker:
                 oldest = now
             if not self._acquire_slot():
                 return
+            if self._spool is not None:
+                # Nothing leaves unspooled: a batch's events are on disk before it is cut.
+                self._commit_to_spool()
             self._submit(self._take(batch_size))
 
     def _commit_to_spool(self) -> None:
@@ -372,7 +377,7 @@ class Worker:
                 items.append(q.popleft())
                 size += length
             batch = _Batch(next(self._batch_numbers), self._taken, items)
-            self._outstanding[batch.number] = self._taken
+            self._outstanding[batch.number] = batch
             self._taken += len(items)
             self._in_flight += len(items)
         return batch
@@ -501,7 +506,7 @@ class Worker:
     # -- flush and close -----------------------------------------------------------------
 
     def _watermark(self) -> int:
-        return min(self._outstanding.values(), default=self._taken)
+        return min((b.first_index for b in self._outstanding.values()), default=self._taken)
 
     def flush(self, timeout: Optional[float]) -> bool:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -544,6 +549,7 @@ class Worker:
             if self._spool is not None:
                 self._commit_to_spool()
             self._drop_queued(kept=self._spool is not None)
+            self._report_in_flight()
         self._wake.set()
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread():
@@ -585,6 +591,27 @@ class Worker:
             callback = _callback(item)
             if callback is not None:
                 _call(callback, error, message)
+
+    def _report_in_flight(self) -> None:
+        """Batches still on the wire when close gave up: their fate is unknown, so say so
+        now rather than never (at interpreter exit the process ends before they settle)."""
+        with self._lock:
+            batches = list(self._outstanding.values())
+        events = [orjson.loads(_data(item)) for b in batches for item in b.items]
+        if not events:
+            return
+        fate = (
+            "they stay in the spool and are re-sent by the next client on it"
+            if self._spool is not None
+            else "they are lost if the process ends before the server answers"
+        )
+        error = DeliveryError(
+            "closed",
+            f"{len(events)} event(s) were in flight when close_and_flush() timed out; {fate}",
+            events=events,
+        )
+        logger.warning("journy_analytics: %s", error.reason)
+        self._emitter.emit("error", error)
 
     # -- figures -------------------------------------------------------------------------
 

@@ -1,0 +1,124 @@
+"""Shared fixtures: a real local collector on loopback, and clients that are always closed."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+from journy_analytics import Analytics
+from journy_analytics.collector import CollectorThread
+
+
+@pytest.fixture
+def collector() -> Iterator[CollectorThread]:
+    with CollectorThread(db=":memory:") as running:
+        yield running
+
+
+@pytest.fixture
+def make_client(collector: CollectorThread) -> Iterator[Callable[..., Analytics]]:
+    """Build clients pointed at the collector; every one is closed when the test ends."""
+    made: List[Analytics] = []
+
+    def make(**settings: Any) -> Analytics:
+        settings.setdefault("write_key", "test-key")
+        settings.setdefault("host", collector.url)
+        settings.setdefault("flush_interval", 0.05)
+        client = Analytics(**settings)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close_and_flush(timeout=2)
+
+
+class ScriptedServer:
+    """A real loopback HTTP server answering each POST with the next scripted step.
+
+    A step is a status int, or a dict with ``status``, ``headers``, ``delay`` (seconds before
+    answering) and ``reset`` (close the connection without answering). When the script is
+    used up every request gets 200. Received bodies are kept (decoded JSON) in ``bodies``.
+    """
+
+    def __init__(self, steps: Any = ()) -> None:
+        import http.server
+        import socket
+        import threading
+
+        import orjson
+
+        self.steps: List[Any] = list(steps)
+        self.bodies: List[Any] = []
+        self.headers: List[Any] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                with server.lock:
+                    step = server.steps.pop(0) if server.steps else 200
+                    server.headers.append(dict(self.headers))
+                step = step if isinstance(step, dict) else {"status": step}
+                if step.get("delay"):
+                    import time
+
+                    time.sleep(step["delay"])
+                if step.get("reset"):
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                status = step.get("status", 200)
+                if 200 <= status < 300:
+                    with server.lock:
+                        server.bodies.append(orjson.loads(body))
+                payload = b'{"success":true}' if status < 300 else b'{"error":"scripted"}'
+                self.send_response(status)
+                for key, value in step.get("headers", {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                try:
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the client gave up (timeout or close): that is the test's point
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def events(self) -> List[Any]:
+        with self.lock:
+            return [e for body in self.bodies for e in body["batch"]]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedServer]]:
+    servers: List[ScriptedServer] = []
+
+    def make(steps: Any = ()) -> ScriptedServer:
+        server = ScriptedServer(steps)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()

@@ -1,0 +1,55 @@
+"""Interpreter exit: an open client flushes for a bounded time, and exit is never held longer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+from journy_analytics.collector import CollectorThread
+
+
+def run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_open_client_flushes_at_exit() -> None:
+    with CollectorThread() as c:
+        result = run(
+            """
+            import sys
+            from journy_analytics import Analytics
+            a = Analytics(write_key="k", host=sys.argv[1], flush_interval=60)
+            for i in range(25):
+                a.track(user_id="u", event="At Exit", message_id=f"x{i}")
+            """,
+            c.url,
+        )
+        assert result.returncode == 0, result.stderr
+        assert c.unique_message_ids() == {f"x{i}" for i in range(25)}
+
+
+def test_exit_is_not_blocked_past_exit_flush_timeout(scripted: Any) -> None:
+    server = scripted([{"delay": 30}] * 10)
+    started = time.monotonic()
+    result = run(
+        """
+        import sys
+        from journy_analytics import Analytics
+        a = Analytics(write_key="k", host=sys.argv[1], flush_interval=0.01,
+                      exit_flush_timeout=1.0)
+        a.track(user_id="u", event="Stuck")
+        """,
+        server.url,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 8, f"exit took {elapsed:.1f}s"
+    assert "in flight when close_and_flush() timed out" in result.stderr

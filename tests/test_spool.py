@@ -1,0 +1,189 @@
+"""The durable spool: kill -9 mid-run, replay, one process per path, fallbacks, caps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+
+from journy_analytics import Analytics, DeliveryError
+from journy_analytics.collector import CollectorThread
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses fork/kill -9")
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from journy_analytics import Analytics
+    url, spool, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    a = Analytics(write_key="k", host=url, spool=spool, flush_interval=0.05,
+                  max_events_in_batch=50, max_queue_size=100_000, max_retries=1000)
+    for i in range(total):
+        a.track(user_id="u", event="E", message_id=f"m{i}")
+        if i % 500 == 499:
+            print(i, flush=True)
+            time.sleep(0.01)
+    print("done", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def run_child(url: str, spool: Path, total: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, url, str(spool), str(total)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_kill_9_mid_run_then_restart_delivers_every_accepted_event_once(tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+    total = 20_000
+    with CollectorThread() as c:
+        # Slow acknowledgements so that plenty is in flight or queued at the kill.
+        c.set_faults(latency_ms=40)
+        child = run_child(c.url, spool, total)
+        assert child.stdout is not None
+        accepted = -1
+        while accepted < 9_999:
+            line = child.stdout.readline()
+            assert line, "the child died early"
+            accepted = int(line)
+        # Everything accepted more than spool_commit_interval (0.2 s) ago must survive.
+        time.sleep(0.6)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        before_restart = len(c.unique_message_ids())
+        assert before_restart < total, "the kill must land mid-run for this test to mean anything"
+        c.set_faults(latency_ms=0)
+        a = Analytics(write_key="k", host=c.url, spool=str(spool), flush_interval=0.05)
+        replayed = a.stats()["spool"]["replayed"]
+        assert a.close_and_flush(30)
+        ids = c.unique_message_ids()
+        must = {f"m{i}" for i in range(accepted + 1)}
+        assert must <= ids, f"lost {len(must - ids)} accepted events"
+        assert ids <= {f"m{i}" for i in range(total)}
+        stats = c.stats()
+        print(
+            f"\nspool kill -9: accepted>={accepted + 1} before kill, delivered before kill "
+            f"{before_restart}, replayed {replayed}, unique after {len(ids)}, "
+            f"duplicates {stats['duplicates']}"
+        )
+        assert replayed > 0
+        assert a.stats()["spool"]["enabled"]
+
+
+def test_second_process_on_the_same_spool_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    first = Analytics(write_key="k", spool=path, disable=True)
+    with pytest.raises(ValueError, match="in use by process"):
+        Analytics(write_key="k", spool=path, disable=True)
+    first.close_and_flush(2)
+    again = Analytics(write_key="k", spool=path, disable=True)
+    assert again.stats()["spool"]["enabled"]
+    again.close_and_flush(2)
+
+
+def test_corrupt_spool_falls_back_to_memory(tmp_path: Path, caplog: Any) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not a sqlite database" * 100)
+    with CollectorThread() as c:
+        a = Analytics(write_key="k", host=c.url, spool=str(path), flush_interval=0.01)
+        stats = a.stats()["spool"]
+        assert not stats["enabled"] and "corrupt.db" in stats["error"]
+        a.track(user_id="u", event="Still Delivered")
+        assert a.close_and_flush(10)
+        assert len(c.events(type="track")) == 1
+    assert any("memory only" in r.getMessage() for r in caplog.records)
+
+
+def test_unwritable_spool_location_falls_back_to_memory(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    a = Analytics(write_key="k", spool=str(blocker / "spool.db"), disable=True)
+    assert not a.stats()["spool"]["enabled"]
+    a.track(user_id="u", event="E")
+    assert a.close_and_flush(5)
+    assert a.stats()["delivered"] == 1
+
+
+def test_spool_failing_at_run_time_is_reported_and_nothing_is_lost(tmp_path: Path) -> None:
+    with CollectorThread() as c:
+        a = Analytics(write_key="k", host=c.url, spool=str(tmp_path / "s.db"), flush_interval=0.01)
+        errors: List[DeliveryError] = []
+        a.on("error", errors.append)
+        spool = a._worker._spool
+        assert spool is not None
+        spool._db.close()  # the disk went away under us
+        for i in range(10):
+            a.track(user_id="u", event="E", message_id=f"r{i}")
+        assert a.close_and_flush(10)
+        assert any(e.code == "spool" for e in errors)
+        assert not a.stats()["spool"]["enabled"]
+        assert c.unique_message_ids() == {f"r{i}" for i in range(10)}
+
+
+def test_close_timeout_keeps_undelivered_events_for_the_next_run(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    with CollectorThread() as c:
+        c.stop()
+        a = Analytics(write_key="k", host=c.url, spool=path, flush_interval=0.01)
+        errors: List[DeliveryError] = []
+        a.on("error", errors.append)
+        for i in range(25):
+            a.track(user_id="u", event="E", message_id=f"k{i}")
+        assert a.close_and_flush(timeout=0.5) is False
+        assert any("stay in the spool" in e.reason or "closed" in e.reason for e in errors)
+        c.start()
+        b = Analytics(write_key="k", host=c.url, spool=path, flush_interval=0.01)
+        assert b.stats()["spool"]["replayed"] == 25
+        assert b.close_and_flush(10)
+        assert c.unique_message_ids() == {f"k{i}" for i in range(25)}
+
+
+def test_spool_size_cap_drops_and_counts_the_excess(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    with CollectorThread() as c:
+        c.stop()
+        a = Analytics(write_key="k", host=c.url, spool=path, max_queue_size=1000)
+        for i in range(100):
+            a.track(user_id="u", event="E", message_id=f"c{i}")
+        assert a.close_and_flush(timeout=0.3) is False
+        c.start()
+        b = Analytics(write_key="k", host=c.url, spool=path, max_queue_size=40, flush_interval=0.01)
+        stats = b.stats()
+        assert stats["spool"]["replayed"] == 40
+        assert stats["dropped"]["queue_full"] == 60
+        assert b.close_and_flush(10)
+        assert c.unique_message_ids() == {f"c{i}" for i in range(40)}
+
+
+def test_forked_child_does_not_touch_the_parents_spool(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    with CollectorThread() as c:
+        a = Analytics(write_key="k", host=c.url, spool=path, flush_interval=0.01)
+        a.track(user_id="parent", event="E")
+        assert a.flush(10)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                a.track(user_id="child", event="E")
+                ok = a.close_and_flush(10)
+                code = 0 if ok and not a.stats()["spool"]["enabled"] else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        a.track(user_id="parent", event="E2")
+        assert a.close_and_flush(10)
+        users = sorted(e["userId"] for e in c.events(type="track"))
+        assert users == ["child", "parent", "parent"]
