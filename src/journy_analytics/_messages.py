@@ -139,29 +139,36 @@ def _base(
     group_id: Any = None,
     require_user: bool = True,
 ) -> Dict[str, Any]:
-    uid = _id(user_id, "user_id")
-    aid = _id(anonymous_id, "anonymous_id")
-    if require_user and uid is None and aid is None:
+    # The checks are inlined for the common case (str ids, dicts or None): this runs on
+    # every call in the user's request path. Anything unusual takes the general helpers.
+    msg: Dict[str, Any] = {"type": kind}
+    if user_id is not None:
+        msg["userId"] = user_id if type(user_id) is str and user_id else _id(user_id, "user_id")
+    if anonymous_id is not None:
+        msg["anonymousId"] = (
+            anonymous_id
+            if type(anonymous_id) is str and anonymous_id
+            else _id(anonymous_id, "anonymous_id")
+        )
+    if require_user and len(msg) == 1:
         raise ValidationError(
             f"{kind}() needs user_id or anonymous_id (at least one); "
             "use anonymous_id for visitors you do not know yet"
         )
-    ctx = _mapping(context, "context")
-    # A new dict: the caller's context is never mutated.
-    ctx = {**ctx, "library": LIBRARY} if ctx else {"library": LIBRARY}
-    gid = _id(group_id, "group_id")
-    if gid is not None:
-        ctx["groupId"] = gid
-    mid = new_message_id() if message_id is None else _id(message_id, "message_id")
-    msg: Dict[str, Any] = {"type": kind}
-    if uid is not None:
-        msg["userId"] = uid
-    if aid is not None:
-        msg["anonymousId"] = aid
-    msg["messageId"] = mid
-    msg["timestamp"] = format_timestamp(timestamp)
+    if message_id is None:
+        msg["messageId"] = f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
+    else:
+        msg["messageId"] = _id(message_id, "message_id")
+    msg["timestamp"] = now_iso() if timestamp is None else format_timestamp(timestamp)
+    if context is None:
+        ctx: Dict[str, Any] = {"library": LIBRARY}
+    else:
+        # A new dict: the caller's context is never mutated.
+        ctx = {**_mapping(context, "context"), "library": LIBRARY}
+    if group_id is not None:
+        ctx["groupId"] = _id(group_id, "group_id")
     msg["context"] = ctx
-    msg["integrations"] = _mapping(integrations, "integrations")
+    msg["integrations"] = {} if integrations is None else _mapping(integrations, "integrations")
     return msg
 
 

@@ -320,7 +320,11 @@ class Worker:
             if self._spool is not None:
                 # Nothing leaves unspooled: a batch's events are on disk before it is cut.
                 self._commit_to_spool()
-            self._submit(self._take(batch_size))
+            batch = self._take(batch_size)
+            if batch is None:  # close() emptied the queue meanwhile
+                self._slots.release()
+                continue
+            self._submit(batch)
 
     def _commit_to_spool(self) -> None:
         """Write every queued event not yet on disk, in one transaction."""
@@ -365,7 +369,7 @@ class Worker:
                 return False
         return True
 
-    def _take(self, batch_size: int) -> _Batch:
+    def _take(self, batch_size: int) -> Optional[_Batch]:
         q = self._queue
         items: List[Item] = []
         size = _ENVELOPE_BYTES
@@ -376,6 +380,8 @@ class Worker:
                     break
                 items.append(q.popleft())
                 size += length
+            if not items:
+                return None
             batch = _Batch(next(self._batch_numbers), self._taken, items)
             self._outstanding[batch.number] = batch
             self._taken += len(items)
