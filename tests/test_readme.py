@@ -1,0 +1,90 @@
+"""README's Python examples run as written (with the host pointed at a loopback collector)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+import journy_analytics
+from journy_analytics import Analytics
+from journy_analytics._default import set_default_client
+from journy_analytics.collector import CollectorThread
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks() -> List[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def test_readme_has_the_seed_sections() -> None:
+    text = README.read_text(encoding="utf-8")
+    for heading in (
+        "## Getting started",
+        "### Identify",
+        "### Group",
+        "### Track",
+        "### Page",
+        "## Configuration",
+        "## Graceful shutdown",
+        "## Error handling",
+    ):
+        assert heading in text
+    first_lines = text.split("## Install")[0]
+    assert "make demo" in first_lines and "make test" in first_lines
+
+
+def test_readme_examples_run_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks()
+    assert len(blocks) >= 10
+    with CollectorThread() as collector:
+
+        class Redirected(Analytics):
+            """The examples name journy.io; no test leaves this machine."""
+
+            def __init__(self, *args: Any, **settings: Any) -> None:
+                settings["host"] = collector.url
+                settings.setdefault("flush_interval", 0.05)
+                super().__init__(*args, **settings)
+
+        monkeypatch.setattr(journy_analytics, "Analytics", Redirected)
+        previous = set_default_client(None)
+        namespace: Dict[str, Any] = {}
+        try:
+            for index, block in enumerate(blocks):
+                try:
+                    exec(compile(block, f"README.md python block {index + 1}", "exec"), namespace)
+                except Exception as exc:  # pragma: no cover - the failure message is the point
+                    raise AssertionError(f"README block {index + 1} failed: {exc!r}\n{block}")
+            assert namespace["analytics"].close_and_flush(10)
+            assert journy_analytics.close_and_flush(10)
+        finally:
+            set_default_client(previous)
+        user = collector.user("f4ca124298")
+        assert user is not None
+        assert user["traits"] == {
+            "firstname": "Elon",
+            "lastname": "Musk",
+            "email": "elon@tesla.com",
+        }
+        account = collector.account("tesla")
+        assert account is not None
+        assert account["traits"] == {"name": "Tesla", "employees": 127000, "plan": "enterprise"}
+        assert "f4ca124298" in account["members"]
+        names = [e.get("event") for e in collector.events(type="track")]
+        for expected in (
+            "Signed Up",
+            "Car Sold",
+            "Invoice Paid",
+            "Report Generated",
+            "Export Finished",
+        ):
+            assert expected in names
+        (sold,) = [e for e in collector.events(type="track") if e.get("event") == "Car Sold"]
+        assert sold["context"]["groupId"] == "tesla"
+        assert sold["timestamp"] == "2015-12-12T19:11:00.000Z"
+        screens = collector.events(type="screen", user_id="f4ca124298")
+        assert len(screens) >= 2, "pages with a name are screens"
