@@ -58,7 +58,9 @@ def test_readme_examples_run_as_written(monkeypatch: pytest.MonkeyPatch) -> None
                 try:
                     exec(compile(block, f"README.md python block {index + 1}", "exec"), namespace)
                 except Exception as exc:  # pragma: no cover - the failure message is the point
-                    raise AssertionError(f"README block {index + 1} failed: {exc!r}\n{block}")
+                    raise AssertionError(
+                        f"README block {index + 1} failed: {exc!r}\n{block}"
+                    ) from exc
             assert namespace["analytics"].close_and_flush(10)
             assert journy_analytics.close_and_flush(10)
         finally:

@@ -1,8 +1,21 @@
-"""JSON encoding of one event, done once at call time.
+"""JSON encoding of one event, done once at call time (the table is in docs/encoding.md).
 
-The fast path hands the whole event to orjson. Only when orjson refuses a value do we
-walk the structure in Python, so that the error can name the key path and so that the
-values orjson cannot take natively get the documented conversions (see docs/encoding.md).
+Two paths produce the same bytes for the same input:
+
+* the fast path hands the whole event to orjson. orjson encodes str, int (64-bit), float,
+  bool, None, dict, list, tuple, Enum and UUID itself; every other type reaches
+  ``_default``, which applies the conversions below. Dataclasses and date/time values are
+  *passed through* to ``_default`` on purpose: orjson's own handling of them differs from
+  ours (it skips ``_private`` dataclass fields, adds non-field attributes, rounds odd UTC
+  offsets), and the two paths must agree.
+* the slow path (``to_jsonable``) walks the value in Python. It runs only when orjson
+  refuses the event (a value with no JSON form, an int beyond 64 bits, a non-str key, a
+  str with lone surrogates, a cycle, too deep), converts what it can with the very same
+  helpers, and raises ``ValidationError`` naming the key path of what it cannot.
+
+Both paths enforce ``MAX_DEPTH``: orjson's own recursion limit is higher and counts
+differently, so an event whose output has more brackets than ``MAX_DEPTH`` is re-checked
+by the walk.
 """
 
 from __future__ import annotations
@@ -13,145 +26,333 @@ import datetime as _dt
 import decimal
 import enum
 import math
+import re
+import sys
 import uuid
 from collections.abc import Mapping
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Optional, Set
 
 import orjson
 
 from journy_analytics._errors import ValidationError
 
-__all__ = ["MAX_BATCH_BYTES", "MAX_EVENT_BYTES", "encode_event", "to_jsonable"]
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_DEPTH",
+    "MAX_EVENT_BYTES",
+    "encode_event",
+    "to_jsonable",
+]
 
 MAX_EVENT_BYTES = 32 * 1024
 # journy.io (like Segment) accepts 500 KB per request; we keep a margin for the envelope.
 MAX_BATCH_BYTES = 480 * 1024
+# Containers nest at most this many levels, the event object itself being level 1 (so
+# ``properties`` is level 2). orjson refuses 254 levels; we stay well below.
 MAX_DEPTH = 200
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 
-# Naive datetimes are taken as UTC everywhere in this SDK; UTC is written with a Z.
-_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+# Dataclasses and date/time values go to _default (see the module docstring).
+_FAST_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+_NO_FORM: Any = object()
+_CONTAINERS = (Mapping, list, tuple, set, frozenset)
 
 
-def _default(value: Any) -> Any:
-    """What orjson cannot encode natively but we convert without a full walk."""
-    if isinstance(value, decimal.Decimal):
-        if value.is_finite():
-            return float(value)
-        return None
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    raise TypeError
+# -- conversions shared by both paths ---------------------------------------------------
 
 
-def encode_event(event: Dict[str, Any]) -> bytes:
-    """Encode one wire event; raise ValidationError naming the offending key path."""
-    try:
-        data = orjson.dumps(event, default=_default, option=_OPTIONS)
-    except (orjson.JSONEncodeError, TypeError, RecursionError):
-        data = orjson.dumps(to_jsonable(event, ""), option=_OPTIONS)
-    if len(data) > MAX_EVENT_BYTES:
-        raise ValidationError(
-            f"the {event.get('type', 'event')} event is {len(data)} bytes once encoded; "
-            f"journy.io accepts at most {MAX_EVENT_BYTES} bytes per event: send fewer or "
-            "shorter traits/properties"
-        )
-    return data
-
-
-def _key(key: Any, path: str) -> str:
-    if isinstance(key, str):
-        return key
-    if isinstance(key, enum.Enum):
-        key = key.value
-        if isinstance(key, str):
-            return key
-    if key is None or isinstance(key, (bool, int, float)):
-        # The same spelling json.dumps gives non-str keys.
-        return {None: "null", True: "true", False: "false"}.get(key, str(key))  # type: ignore[arg-type]
-    if isinstance(key, (uuid.UUID, _dt.date, _dt.time, decimal.Decimal)):
-        return str(key)
-    raise ValidationError(
-        f"{_where(path)}has a key of type {type(key).__name__} ({key!r:.40}); "
-        "JSON object keys must be strings: convert the key with str() first"
-    )
-
-
-def _where(path: str) -> str:
-    return f"{path} " if path else ""
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def to_jsonable(value: Any, path: str, _depth: int = 0, _seen: Set[int] | None = None) -> Any:
-    """Convert ``value`` into plain JSON types, raising ValidationError with the key path."""
-    if _depth > MAX_DEPTH:
-        raise ValidationError(
-            f"{_where(path)}is nested more than {MAX_DEPTH} levels deep; flatten it"
-        )
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, int) and not isinstance(value, enum.Enum):
-        if _INT64_MIN <= value <= _UINT64_MAX:
-            return int(value)
-        # Beyond 64 bits JSON parsers disagree; a decimal string keeps every digit.
-        return str(value)
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, decimal.Decimal):
-        return float(value) if value.is_finite() else None
+def _iso(value: _dt.datetime | _dt.date | _dt.time) -> str:
+    """ISO 8601. A naive datetime is taken as UTC; a zero UTC offset is written ``Z``."""
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
+        if value.utcoffset() is None:
             value = value.replace(tzinfo=_dt.timezone.utc)
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, (_dt.date, _dt.time)):
-        return value.isoformat()
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, _dt.time):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return value.isoformat()
+
+
+def _leaf(value: Any) -> Any:
+    """The JSON form of a value that is not a container, or ``_NO_FORM``.
+
+    Handles everything orjson does not encode natively; str, int, exact float, bool and
+    None are the slow path's business (see ``to_jsonable``).
+    """
+    if isinstance(value, float):  # a float subclass (orjson takes exact floats itself)
+        number = float.__float__(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return None
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, (_dt.date, _dt.time)):  # datetime is a date
+        return _iso(value)
     if isinstance(value, _dt.timedelta):
         return value.total_seconds()
     if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return to_jsonable(value.value, path, _depth + 1, _seen)
+        return uuid.UUID.__str__(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             return base64.b64encode(raw).decode("ascii")
-    seen = _seen if _seen is not None else set()
+    return _NO_FORM
+
+
+def _dataclass_items(value: Any) -> Dict[str, Any]:
+    """A dataclass instance's fields by name, in definition order (unset ones left out)."""
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(value):
+        try:
+            out[f.name] = getattr(value, f.name)
+        except AttributeError:  # a field(init=False) never assigned
+            continue
+    return out
+
+
+def _is_dataclass_instance(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _text(value: str) -> str:
+    """An exact str; lone surrogates (which UTF-8 cannot carry) become U+FFFD."""
+    text = str.__str__(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Through UTF-16 a well-formed surrogate pair becomes its character again.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+# -- the fast path ------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    """orjson's ``default``: what it cannot encode natively, converted like the walk does."""
+    if isinstance(value, (set, frozenset, tuple)):  # a tuple here is a subclass
+        return list(value)
     if isinstance(value, Mapping):
-        return _container(value, path, _depth, seen, mapping=True)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return _container(value, path, _depth, seen, mapping=False)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return _container(fields, path, _depth, seen, mapping=True)
-    raise ValidationError(
-        f"{_where(path) or 'a value '}is a {type(value).__name__}, which has no JSON form; "
-        "convert it to a str, number, bool, None, list or dict before sending"
+        return dict(value.items())
+    if _is_dataclass_instance(value):
+        return _dataclass_items(value)
+    converted = _leaf(value)
+    if converted is _NO_FORM:
+        raise TypeError
+    return converted
+
+
+def _encode_fast(event: Any) -> Optional[bytes]:
+    """orjson's encoding, or None when only the walk can tell (refused, or maybe too deep)."""
+    try:
+        data = orjson.dumps(event, default=_default, option=_FAST_OPTIONS)
+    except Exception:
+        return None
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH:
+        # Maybe nested deeper than MAX_DEPTH (brackets inside strings count too): let the
+        # walk decide. Rare: it takes over MAX_DEPTH objects and arrays in one event.
+        return None
+    return data
+
+
+def _encode_slow(event: Any) -> bytes:
+    try:
+        plain = to_jsonable(event)
+    except RecursionError:
+        raise ValidationError(
+            "the event is nested too deeply to encode from this call stack; "
+            "flatten traits/properties/context"
+        ) from None
+    return orjson.dumps(plain)
+
+
+def encode_event(event: Dict[str, Any]) -> bytes:
+    """Encode one wire event; raise ValidationError naming the offending key path."""
+    data = _encode_fast(event)
+    if data is None:
+        data = _encode_slow(event)
+    if len(data) > MAX_EVENT_BYTES:
+        raise ValidationError(_too_large(event, data))
+    return data
+
+
+def _too_large(event: Dict[str, Any], data: bytes) -> str:
+    kind = event.get("type", "event") if isinstance(event, dict) else "event"
+    message = (
+        f"the {kind} event is {len(data)} bytes once encoded; journy.io accepts at most "
+        f"{MAX_EVENT_BYTES} bytes per event"
+    )
+    path, size = _bulk(orjson.loads(data), "", len(data))
+    if path:
+        message += f"; most of it is {path} ({size} bytes)"
+    return message + (
+        ": send fewer or shorter traits/properties, or keep large values (documents, "
+        "blobs) elsewhere and send a reference"
     )
 
 
-def _container(value: Any, path: str, depth: int, seen: Set[int], *, mapping: bool) -> Any:
+def _bulk(value: Any, path: str, size: int) -> tuple[str, int]:
+    """Follow the largest child while it holds at least half of its parent's bytes."""
+    while True:
+        if isinstance(value, dict):
+            children = [(_join(path, k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            return path, size
+        best: Optional[tuple[str, Any, int]] = None
+        for child_path, child in children:
+            child_size = len(orjson.dumps(child))
+            if best is None or child_size > best[2]:
+                best = (child_path, child, child_size)
+        if best is None or best[2] * 2 < size:
+            return path, size
+        path, value, size = best
+
+
+# -- the slow path ------------------------------------------------------------------------
+
+_PLAIN_KEY = re.compile(r"[^\s.\[\]'\"]+\Z")
+
+
+def _join(path: str, key: str) -> str:
+    if not _PLAIN_KEY.match(key):
+        return f"{path}[{key!r}]"
+    return f"{path}.{key}" if path else key
+
+
+def _where(path: str) -> str:
+    return path or "the event"
+
+
+def _key(key: Any, path: str) -> str:
+    """The wire name of a dict key (docs/encoding.md, "Keys")."""
+    if isinstance(key, str):
+        return _text(key)
+    if key is None:
+        return "null"
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if isinstance(key, int):
+        return _digits(key, path, "has a key that is")
+    if isinstance(key, float):
+        # json.dumps's spelling of float keys.
+        if math.isnan(key):
+            return "NaN"
+        if math.isinf(key):
+            return "Infinity" if key > 0 else "-Infinity"
+        return float.__repr__(key)
+    if isinstance(key, enum.Enum):
+        return _key(key.value, path)
+    if isinstance(key, decimal.Decimal):
+        return str(key)
+    if isinstance(key, (_dt.date, _dt.time, uuid.UUID, bytes, bytearray, memoryview)):
+        name: str = _leaf(key)
+        return name
+    raise ValidationError(
+        f"{_where(path)} has a key of type {_type_name(key)} ({key!r:.40}); JSON object keys "
+        "must be strings: convert the key with str() first"
+    )
+
+
+def _int(value: int, path: str) -> Any:
+    number = int.__int__(value)
+    if _INT64_MIN <= number <= _UINT64_MAX:
+        return number
+    # JSON parsers disagree beyond 64 bits; a decimal string keeps every digit.
+    return _digits(number, path)
+
+
+def _digits(value: int, path: str, what: str = "is") -> str:
+    try:
+        return int.__repr__(value)
+    except ValueError:  # beyond sys.get_int_max_str_digits() (4300 by default)
+        raise ValidationError(
+            f"{_where(path)} {what} an int too long to write in decimal "
+            f"(over {sys.get_int_max_str_digits()} digits); send it as a str or a float"
+        ) from None
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def to_jsonable(
+    value: Any, path: str = "", _depth: int = 0, _seen: Optional[Set[int]] = None
+) -> Any:
+    """Convert ``value`` to plain JSON types (dict, list, str, int, float, bool, None)
+    exactly as the fast path encodes it, or raise ValidationError naming the key path.
+
+    ``_depth`` is the number of containers around ``value``.
+    """
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, int):  # subclasses (IntEnum too): their int content, like orjson
+        return _int(value, path)
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if not isinstance(value, _CONTAINERS) and not _is_dataclass_instance(value):
+        if isinstance(value, enum.Enum):
+            return to_jsonable(value.value, path, _depth, _seen)
+        converted = _leaf(value)
+        if converted is _NO_FORM:
+            raise ValidationError(
+                f"{_where(path)} is a {_type_name(value)}, which has no JSON form; convert it "
+                "to a str, number, bool, None, list or dict before sending"
+            )
+        return converted
+
+    if _depth >= MAX_DEPTH:
+        raise ValidationError(
+            f"{_where(path)} is nested more than {MAX_DEPTH} levels deep (the event itself "
+            "is level 1); flatten it, or send it as a JSON string"
+        )
+    seen = _seen if _seen is not None else set()
     marker = id(value)
     if marker in seen:
         raise ValidationError(
-            f"{_where(path)}contains itself (a cyclic reference); events must be trees"
+            f"{_where(path)} contains itself (a cyclic reference); events must be trees: "
+            "send a copy without the back-reference"
         )
     seen.add(marker)
+    depth = _depth + 1
     try:
-        if mapping:
-            out: Dict[str, Any] = {}
-            for k, v in value.items():
-                name = _key(k, path)
-                out[name] = to_jsonable(v, _join(path, name), depth + 1, seen)
-            return out
-        items: List[Any] = []
-        for i, v in enumerate(value):
-            items.append(to_jsonable(v, f"{path}[{i}]", depth + 1, seen))
-        return items
+        if isinstance(value, dict):
+            items: Any = dict.items(value)  # what orjson reads, even in a subclass
+        elif isinstance(value, Mapping):
+            items = value.items()
+        elif _is_dataclass_instance(value):
+            items = _dataclass_items(value).items()
+        else:
+            if isinstance(value, list):
+                elements: Any = list.__iter__(value)  # what orjson reads
+            else:
+                elements = value
+            out_list: List[Any] = []
+            for i, element in enumerate(elements):
+                out_list.append(to_jsonable(element, f"{path}[{i}]", depth, seen))
+            return out_list
+        out: Dict[str, Any] = {}
+        for k, v in items:
+            name = _key(k, path)
+            if name in out:
+                raise ValidationError(
+                    f"{_where(path)} has two keys that are both {name!r} once converted "
+                    f"to JSON text (one of them is {k!r:.40}); rename one"
+                )
+            out[name] = to_jsonable(v, _join(path, name), depth, seen)
+        return out
     finally:
         seen.discard(marker)

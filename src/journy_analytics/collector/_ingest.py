@@ -221,7 +221,8 @@ def _text(event: dict[str, Any], key: str) -> Optional[str]:
 def _prepare_event(event: Any) -> PreparedEvent:
     if not isinstance(event, dict):
         raise _invalid(f"an event must be an object, got {type(event).__name__}")
-    size = len(orjson.dumps(event))
+    encoded = orjson.dumps(event)
+    size = len(encoded)
     if size > MAX_EVENT_BYTES:
         raise IngestError(
             413, "event_too_large", f"event is {size} bytes, over the {MAX_EVENT_BYTES} limit"
@@ -280,10 +281,8 @@ def _prepare_event(event: Any) -> PreparedEvent:
             except IngestError as exc:
                 raise _invalid(f"context.{exc.message}") from None
 
-    body = event
     if recorded_type != received_type:
-        body = dict(event)
-        body["type"] = recorded_type
+        encoded = orjson.dumps({**event, "type": recorded_type})
     return PreparedEvent(
         message_id=message_id,
         generated_message_id=generated,
@@ -297,5 +296,5 @@ def _prepare_event(event: Any) -> PreparedEvent:
         event=event_name,
         name=name,
         timestamp=timestamp,
-        body=orjson.dumps(body),
+        body=encoded,
     )

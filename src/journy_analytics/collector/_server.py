@@ -132,7 +132,7 @@ def _ingest_handler(
             "method": request.method,
             "path": request.path,
             "query": request.query_string,
-            "headers": dict(request.headers),
+            "headers": {str(k): v for k, v in request.headers.items()},
             "body": None,
             "size": None,
             "status": None,

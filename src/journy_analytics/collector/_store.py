@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import orjson
 
@@ -39,9 +39,9 @@ CREATE TABLE IF NOT EXISTS events (
     received_at TEXT NOT NULL,
     body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_type ON events(type);
+-- Only what profile counts need: every index costs each commit, and filtering a local
+-- collector's events by type or userId scans fast enough.
 CREATE INDEX IF NOT EXISTS events_profile ON events(profile_id);
-CREATE INDEX IF NOT EXISTS events_user ON events(user_id);
 CREATE INDEX IF NOT EXISTS events_group ON events(group_id);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
@@ -113,53 +113,77 @@ class IngestResult:
         self.duplicates = duplicates
 
 
+# SQLite builds before 3.32 allow at most 999 parameters in one statement.
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
 class _Profiles:
-    """Users and accounts touched by one transaction, written once at its end."""
+    """Users, accounts and links touched by one transaction: read in bulk, written once."""
 
     def __init__(self, conn: sqlite3.Connection, now: str) -> None:
         self._conn = conn
         self._now = now
-        self.users: dict[str, tuple[bool, dict[str, Any]]] = {}
+        self.users: dict[str, list[Any]] = {}  # id -> [identified, traits]
         self.accounts: dict[str, dict[str, Any]] = {}
+        self.memberships: dict[tuple[str, str], None] = {}  # ordered set
+        self.aliases: dict[str, str] = {}
+
+    def preload(self, user_ids: Iterable[str], account_ids: Iterable[str]) -> None:
+        users = sorted(set(user_ids) - self.users.keys())
+        for chunk in _chunks(users):
+            rows = self._conn.execute(
+                "SELECT id, identified, traits FROM users WHERE id IN "
+                f"({_placeholders(len(chunk))})",
+                list(chunk),
+            )
+            for uid, identified, traits in rows:
+                self.users[uid] = [bool(identified), orjson.loads(traits)]
+        accounts = sorted(set(account_ids) - self.accounts.keys())
+        for chunk in _chunks(accounts):
+            rows = self._conn.execute(
+                f"SELECT id, traits FROM accounts WHERE id IN ({_placeholders(len(chunk))})",
+                list(chunk),
+            )
+            for aid, traits in rows:
+                self.accounts[aid] = orjson.loads(traits)
 
     def user(self, user_id: str, identified: bool) -> dict[str, Any]:
-        cached = self.users.get(user_id)
-        if cached is None:
-            row = self._conn.execute(
-                "SELECT identified, traits FROM users WHERE id = ?", (user_id,)
-            ).fetchone()
-            traits = orjson.loads(row[1]) if row else {}
-            cached = (bool(row[0]) if row else False, traits)
-        if identified and not cached[0]:
-            cached = (True, cached[1])
-        self.users[user_id] = cached
-        return cached[1]
+        entry = self.users.get(user_id)
+        if entry is None:
+            entry = self.users[user_id] = [False, {}]
+        if identified:
+            entry[0] = True
+        traits: dict[str, Any] = entry[1]
+        return traits
 
     def account(self, account_id: str) -> dict[str, Any]:
         traits = self.accounts.get(account_id)
         if traits is None:
-            row = self._conn.execute(
-                "SELECT traits FROM accounts WHERE id = ?", (account_id,)
-            ).fetchone()
-            traits = orjson.loads(row[0]) if row else {}
-            self.accounts[account_id] = traits
+            traits = self.accounts[account_id] = {}
         return traits
 
     def membership(self, user_id: str, account_id: str) -> None:
         self.account(account_id)
-        self._conn.execute(
-            "INSERT OR IGNORE INTO memberships (user_id, account_id, first_seen) VALUES (?, ?, ?)",
-            (user_id, account_id, self._now),
-        )
+        self.memberships[(user_id, account_id)] = None
 
     def write(self) -> None:
+        now = self._now
         self._conn.executemany(
             "INSERT INTO users (id, identified, traits, first_seen, last_seen) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "identified = excluded.identified, traits = excluded.traits, "
             "last_seen = excluded.last_seen",
             [
-                (uid, int(identified), orjson.dumps(traits).decode(), self._now, self._now)
+                (uid, int(identified), orjson.dumps(traits).decode(), now, now)
                 for uid, (identified, traits) in self.users.items()
             ],
         )
@@ -168,9 +192,18 @@ class _Profiles:
             "ON CONFLICT(id) DO UPDATE SET traits = excluded.traits, "
             "last_seen = excluded.last_seen",
             [
-                (aid, orjson.dumps(traits).decode(), self._now, self._now)
+                (aid, orjson.dumps(traits).decode(), now, now)
                 for aid, traits in self.accounts.items()
             ],
+        )
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO memberships (user_id, account_id, first_seen) VALUES (?, ?, ?)",
+            [(uid, aid, now) for uid, aid in self.memberships],
+        )
+        self._conn.executemany(
+            "INSERT INTO aliases (previous_id, user_id, first_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT(previous_id) DO UPDATE SET user_id = excluded.user_id",
+            [(prev, uid, now) for prev, uid in self.aliases.items()],
         )
 
 
@@ -211,6 +244,7 @@ class Store:
             # WAL + NORMAL: a commit survives a process crash; only an OS crash can lose
             # the last transactions, an acceptable trade for a local collector.
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=16384")
         conn.executescript(_SCHEMA)
         self._conn = conn
 
@@ -251,15 +285,20 @@ class Store:
     def _ingest(self, events: list[PreparedEvent], counters: dict[str, int]) -> IngestResult:
         conn = self._db()
         now = _now()
-        stored = duplicates = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
-            profiles = _Profiles(conn, now)
+            seen = self._stored_ids(conn, [ev.message_id for ev in events])
+            fresh: list[PreparedEvent] = []
             for ev in events:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO events (message_id, generated_id, type, "
-                    "received_type, user_id, anonymous_id, profile_id, group_id, event, name, "
-                    "timestamp, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                # At-least-once delivery: a retried event changes nothing the second time.
+                if ev.message_id not in seen:
+                    seen.add(ev.message_id)
+                    fresh.append(ev)
+            conn.executemany(
+                "INSERT INTO events (message_id, generated_id, type, received_type, user_id, "
+                "anonymous_id, profile_id, group_id, event, name, timestamp, received_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
                     (
                         ev.message_id,
                         int(ev.generated_message_id),
@@ -274,15 +313,19 @@ class Store:
                         ev.timestamp,
                         now,
                         ev.body,
-                    ),
-                )
-                if cur.rowcount == 0:
-                    # At-least-once delivery: a retried event changes nothing the second time.
-                    duplicates += 1
-                    continue
-                stored += 1
-                self._apply(conn, profiles, ev, now)
+                    )
+                    for ev in fresh
+                ],
+            )
+            profiles = _Profiles(conn, now)
+            profiles.preload(
+                (ev.profile_id for ev in fresh if ev.profile_id is not None),
+                (ev.group_id for ev in fresh if ev.group_id is not None),
+            )
+            for ev in fresh:
+                self._apply(profiles, ev)
             profiles.write()
+            stored, duplicates = len(fresh), len(events) - len(fresh)
             counters["received"] = counters.get("received", 0) + len(events)
             counters["stored"] = counters.get("stored", 0) + stored
             counters["duplicates"] = counters.get("duplicates", 0) + duplicates
@@ -295,7 +338,19 @@ class Store:
         return IngestResult(stored, duplicates)
 
     @staticmethod
-    def _apply(conn: sqlite3.Connection, profiles: _Profiles, ev: PreparedEvent, now: str) -> None:
+    def _stored_ids(conn: sqlite3.Connection, message_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        unique = sorted(set(message_ids))
+        for chunk in _chunks(unique):
+            rows = conn.execute(
+                f"SELECT message_id FROM events WHERE message_id IN ({_placeholders(len(chunk))})",
+                list(chunk),
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    @staticmethod
+    def _apply(profiles: _Profiles, ev: PreparedEvent) -> None:
         profile_id = ev.profile_id
         if ev.type == "group" and ev.group_id is not None:
             merge_traits(profiles.account(ev.group_id), ev.traits)
@@ -308,11 +363,7 @@ class Store:
         if ev.type == "identify":
             merge_traits(user_traits, ev.traits)
         elif ev.type == "alias" and ev.previous_id is not None:
-            conn.execute(
-                "INSERT INTO aliases (previous_id, user_id, first_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT(previous_id) DO UPDATE SET user_id = excluded.user_id",
-                (ev.previous_id, profile_id, now),
-            )
+            profiles.aliases[ev.previous_id] = profile_id
         if ev.group_id is not None:
             # group, and track/page/screen "in the context of" an account.
             profiles.membership(profile_id, ev.group_id)
@@ -339,8 +390,9 @@ class Store:
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Table names cannot be SQL parameters; these come from a constant tuple.
             for table in _TABLES:
-                conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+                conn.execute(f"DELETE FROM {table}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
