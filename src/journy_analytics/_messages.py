@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, Dict, Optional, Union
@@ -81,7 +82,7 @@ def format_timestamp(value: Timestamp, field: str = "timestamp") -> str:
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
-            parsed = _dt.datetime.fromisoformat(text)
+            parsed = _parse_iso(text)
         except ValueError:
             raise ValidationError(
                 f"{field}={value!r} is not an ISO-8601 date-time; pass a datetime or a string "
@@ -100,6 +101,20 @@ def format_timestamp(value: Timestamp, field: str = "timestamp") -> str:
     else:
         value = value.astimezone(_dt.timezone.utc)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+# Python < 3.11's fromisoformat takes only 3 or 6 fraction digits and "+HH:MM" offsets.
+_FRACTION = re.compile(r"\.(\d+)")
+_OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
+
+
+def _parse_iso(text: str) -> _dt.datetime:
+    try:
+        return _dt.datetime.fromisoformat(text)
+    except ValueError:
+        fixed = _FRACTION.sub(lambda f: "." + (f.group(1) + "000000")[:6], text, count=1)
+        fixed = _OFFSET.sub(r"\1:\2", fixed)
+        return _dt.datetime.fromisoformat(fixed)
 
 
 def _id(value: Any, field: str) -> Optional[str]:

@@ -1,0 +1,419 @@
+"""One measurement in a fresh interpreter: ``python -m bench.runner SDK SCENARIO [options]``.
+
+Prints one line ``RESULT {json}`` on stdout. Scenarios:
+
+- ``deliver``: ``--n`` track() calls in a tight loop (each call timed) while the SDK's worker
+  delivers to ``--url``, then the SDK's close/flush/shutdown; reports call overhead, end-to-end
+  throughput (first call until close returns), process CPU seconds and peak RSS.
+- ``memory``: ``--n`` track() calls with the server unreachable (a closed loopback port), then
+  RSS growth per queued event. The process exits with ``os._exit`` without draining.
+
+SDK names: ours, segment, rudder, posthog, floor (build the event dict, orjson.dumps, deque.append),
+raw (single thread: build, orjson encode, join, POST each batch over one keep-alive connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import sys
+import time
+from array import array
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from bench.workload import EVENT, N_USERS, USER_IDS, cpu_seconds, make_props, summarize_ns
+
+WRITE_KEY = "WRITE_KEY"
+TrackFn = Callable[[str, Dict[str, Any]], Any]
+CloseFn = Callable[[float], Any]
+
+
+class Skip(Exception):
+    """The SDK cannot run this configuration (reported as a skipped row, not a failure)."""
+
+
+def rss_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:  # pragma: no cover - psutil is a bench dependency
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# SDK adapters: each returns (track(user_id, props), close(timeout), info())
+
+
+def make_ours(a: argparse.Namespace) -> Tuple[TrackFn, CloseFn, Callable[[], Dict[str, Any]]]:
+    from journy_analytics import Analytics
+
+    kwargs: Dict[str, Any] = {
+        "write_key": WRITE_KEY,
+        "host": a.url,
+        "path": "/backend/v1/batch",
+        "max_queue_size": a.queue,
+    }
+    if not a.defaults:
+        kwargs["max_events_in_batch"] = a.batch
+        kwargs["flush_interval"] = a.flush_interval
+    if a.spool:
+        kwargs["spool"] = a.spool
+    try:
+        client = Analytics(**kwargs)
+    except (TypeError, NotImplementedError) as exc:
+        raise Skip(f"Analytics({', '.join(kwargs)}) not supported: {exc}") from exc
+    track = client.track
+
+    def do_track(uid: str, props: Dict[str, Any]) -> Any:
+        return track(user_id=uid, event=EVENT, properties=props)
+
+    def close(timeout: float) -> Any:
+        return client.close_and_flush(timeout=timeout)
+
+    def info() -> Dict[str, Any]:
+        try:
+            return {"stats": client.stats()}
+        except Exception as exc:  # pragma: no cover - defensive, stats() is new code
+            return {"stats_error": repr(exc)}
+
+    return do_track, close, info
+
+
+def _segment_like(module: Any, a: argparse.Namespace) -> Tuple[TrackFn, CloseFn, Any]:
+    client = module.Client(
+        WRITE_KEY,
+        host=a.url,
+        upload_size=a.batch,
+        upload_interval=a.flush_interval,
+        max_queue_size=a.queue,
+        gzip=False,
+    )
+    track = client.track
+
+    def do_track(uid: str, props: Dict[str, Any]) -> Any:
+        return track(user_id=uid, event=EVENT, properties=props)
+
+    def close(timeout: float) -> Any:
+        client.flush()
+        client.join()
+
+    def info() -> Dict[str, Any]:
+        return {"queue_size": client.queue.qsize()}
+
+    return do_track, close, info
+
+
+def make_segment(a: argparse.Namespace) -> Any:
+    import segment.analytics as m
+
+    return _segment_like(m, a)
+
+
+def make_rudder(a: argparse.Namespace) -> Any:
+    import rudderstack.analytics as m
+
+    return _segment_like(m, a)
+
+
+def make_posthog(a: argparse.Namespace) -> Any:
+    import posthog
+
+    cls = getattr(posthog, "Posthog", None) or posthog.Client
+    client = cls(
+        "phc_BENCH",
+        host=a.url,
+        flush_at=a.batch,
+        flush_interval=a.flush_interval,
+        max_queue_size=a.queue,
+        gzip=False,
+        disable_geoip=True,
+    )
+    capture = client.capture
+
+    def do_track(uid: str, props: Dict[str, Any]) -> Any:
+        return capture(EVENT, distinct_id=uid, properties=props)
+
+    def close(timeout: float) -> Any:
+        client.flush(None)
+        client.shutdown()
+
+    def info() -> Dict[str, Any]:
+        return {}
+
+    return do_track, close, info
+
+
+def _cheap_ids_and_times() -> Tuple[Callable[[], str], Callable[[], str]]:
+    """Message ids (random per-process prefix + counter) and ISO-8601 ms timestamps (the second
+    formatted once per second): the cheap way any SDK can produce the per-event fields."""
+    import itertools
+
+    prefix = os.urandom(8).hex()
+    counter = itertools.count()
+    cache = [-1, ""]
+    now = time.time
+    gmtime = time.gmtime
+    strftime = time.strftime
+
+    def new_id() -> str:
+        return f"{prefix}-{next(counter):012x}"
+
+    def timestamp() -> str:
+        t = now()
+        sec = int(t)
+        if sec != cache[0]:
+            cache[0], cache[1] = sec, strftime("%Y-%m-%dT%H:%M:%S", gmtime(sec))
+        return f"{cache[1]}.{int((t - sec) * 1000):03d}Z"
+
+    return new_id, timestamp
+
+
+def make_floor(a: argparse.Namespace) -> Any:
+    """The floor: build the wire event dict, encode it with orjson, append the bytes."""
+    from collections import deque
+
+    import orjson
+
+    q: Any = deque()
+    append = q.append
+    dumps = orjson.dumps
+    new_id, timestamp = _cheap_ids_and_times()
+    library = {"library": {"name": "floor", "version": "0"}}
+
+    def do_track(uid: str, props: Dict[str, Any]) -> Any:
+        append(
+            dumps(
+                {
+                    "type": "track",
+                    "event": EVENT,
+                    "userId": uid,
+                    "properties": props,
+                    "messageId": new_id(),
+                    "timestamp": timestamp(),
+                    "context": library,
+                    "integrations": {},
+                }
+            )
+        )
+
+    def close(timeout: float) -> Any:
+        return None
+
+    def info() -> Dict[str, Any]:
+        return {"queued": len(q), "example": q[0].decode() if q else None}
+
+    return do_track, close, info
+
+
+def make_raw(a: argparse.Namespace) -> Any:
+    """Raw reference: one thread encodes and POSTs batches of --batch over one connection."""
+    import base64
+    import http.client
+    from urllib.parse import urlsplit
+
+    import orjson
+
+    u = urlsplit(a.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(b"WRITE_KEY:").decode(),
+        "User-Agent": "bench-raw/0",
+    }
+    buf: List[bytes] = []
+    dumps = orjson.dumps
+    new_id, timestamp = _cheap_ids_and_times()
+    library = {"library": {"name": "raw", "version": "0"}}
+    batch = a.batch
+    sent = [0, 0]
+
+    def post() -> None:
+        body = b'{"batch":[' + b",".join(buf) + b'],"sentAt":"' + timestamp().encode()
+        body += b'","writeKey":"WRITE_KEY"}'
+        conn.request("POST", "/v1/batch", body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"sink answered {resp.status}")
+        sent[0] += len(buf)
+        sent[1] += 1
+        buf.clear()
+
+    def do_track(uid: str, props: Dict[str, Any]) -> Any:
+        buf.append(
+            dumps(
+                {
+                    "type": "track",
+                    "event": EVENT,
+                    "userId": uid,
+                    "properties": props,
+                    "messageId": new_id(),
+                    "timestamp": timestamp(),
+                    "context": library,
+                    "integrations": {},
+                }
+            )
+        )
+        if len(buf) >= batch:
+            post()
+
+    def close(timeout: float) -> Any:
+        if buf:
+            post()
+        conn.close()
+
+    def info() -> Dict[str, Any]:
+        return {"sent": sent[0], "requests": sent[1]}
+
+    return do_track, close, info
+
+
+ADAPTERS: Dict[str, Callable[[argparse.Namespace], Any]] = {
+    "ours": make_ours,
+    "segment": make_segment,
+    "rudder": make_rudder,
+    "posthog": make_posthog,
+    "floor": make_floor,
+    "raw": make_raw,
+}
+
+
+def package_version(sdk: str) -> Optional[str]:
+    dist = {
+        "ours": "journy-analytics",
+        "segment": "segment-analytics-python",
+        "rudder": "rudder-sdk-python",
+        "posthog": "posthog",
+        "floor": "orjson",
+        "raw": "orjson",
+    }.get(sdk)
+    if dist is None:
+        return None
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios
+
+
+def run_deliver(a: argparse.Namespace) -> Dict[str, Any]:
+    n = a.n
+    track, close, info = ADAPTERS[a.sdk](a)
+    uids = USER_IDS
+    lat = array("q", [0]) * n
+    pc = time.perf_counter_ns
+    rss0 = rss_bytes()
+    # Warm the call path (imports, first allocations) on a few events that are delivered too.
+    warm = min(a.warmup, n)
+    cpu0 = cpu_seconds()
+    t0 = time.perf_counter()
+    for i in range(warm):
+        track(uids[i % N_USERS], make_props(i))
+    for i in range(warm, n):
+        props = make_props(i)
+        uid = uids[i % N_USERS]
+        s = pc()
+        track(uid, props)
+        lat[i] = pc() - s
+    t_calls = time.perf_counter() - t0
+    close(a.close_timeout)
+    t_total = time.perf_counter() - t0
+    cpu = cpu_seconds() - cpu0
+    out: Dict[str, Any] = summarize_ns(lat[warm:])
+    out.update(
+        {
+            "events": n,
+            "warmup": warm,
+            "calls_seconds": t_calls,
+            "total_seconds": t_total,
+            "throughput_eps": n / t_total if t_total > 0 else None,
+            "cpu_seconds": cpu,
+            "cpu_per_100k": cpu / max(1, n) * 100_000,
+            "rss_start": rss0,
+            "peak_rss": peak_rss_bytes(),
+            "info": info(),
+        }
+    )
+    return out
+
+
+def run_memory(a: argparse.Namespace) -> Dict[str, Any]:
+    n = a.n
+    track, _close, info = ADAPTERS[a.sdk](a)
+    uids = USER_IDS
+    for i in range(min(a.warmup, n)):
+        track(uids[i % N_USERS], make_props(i))
+    gc.collect()
+    time.sleep(0.2)
+    rss0 = rss_bytes()
+    peak0 = peak_rss_bytes()
+    t0 = time.perf_counter()
+    for i in range(n):
+        track(uids[i % N_USERS], make_props(i))
+    t_calls = time.perf_counter() - t0
+    time.sleep(0.2)
+    rss1 = rss_bytes()
+    peak1 = peak_rss_bytes()
+    peak_growth = max(rss1, peak1 if peak1 > peak0 else rss1) - rss0
+    return {
+        "events": n,
+        "calls_seconds": t_calls,
+        "rss_before": rss0,
+        "rss_after": rss1,
+        "peak_rss": peak1,
+        "rss_growth": rss1 - rss0,
+        "peak_growth": peak_growth,
+        "bytes_per_event": peak_growth / n,
+        "info": info(),
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.runner")
+    p.add_argument("sdk", choices=sorted(ADAPTERS))
+    p.add_argument("scenario", choices=["deliver", "memory"])
+    p.add_argument("--url", required=True)
+    p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--flush-interval", type=float, default=0.5)
+    p.add_argument("--queue", type=int, default=1_000_000)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--defaults", action="store_true", help="ours: batch size and interval default")
+    p.add_argument("--spool", default=None)
+    p.add_argument("--close-timeout", type=float, default=120.0)
+    a = p.parse_args(argv)
+    import json
+
+    result: Dict[str, Any] = {"sdk": a.sdk, "scenario": a.scenario, "version": None}
+    try:
+        if a.scenario == "deliver":
+            result.update(run_deliver(a))
+        else:
+            result.update(run_memory(a))
+        result["version"] = package_version(a.sdk)
+    except Skip as exc:
+        result["skipped"] = str(exc)
+    except ImportError as exc:
+        result["skipped"] = f"not importable: {exc}"
+    sys.stdout.write("RESULT " + json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()
+    if a.scenario == "memory":
+        os._exit(0)  # do not wait on retries against the unreachable server
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
