@@ -61,6 +61,10 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                if self.headers.get("Content-Encoding") == "gzip":
+                    import gzip
+
+                    body = gzip.decompress(body)
                 with server.lock:
                     step = server.steps.pop(0) if server.steps else 200
                     server.headers.append(dict(self.headers))
