@@ -227,15 +227,20 @@ class Worker:
     # -- the call path -------------------------------------------------------------------
 
     def put(self, data: bytes, callback: Optional[Callback]) -> bool:
-        if self._pid != os.getpid():
-            # register_at_fork covers os.fork(); this covers forks it cannot see.
-            self._after_fork()
         q = self._queue
-        if len(q) >= self._config.max_queue_size:
+        n = len(q)
+        if not n & 63 and self._pid != os.getpid():
+            # register_at_fork covers every fork made through Python; this lazy check covers a
+            # fork it cannot see (a C extension calling fork()). getpid() is a system call, so
+            # it runs when the queue is empty and at every 64th event, not on every call.
+            self._after_fork()
+            q = self._queue
+            n = len(q)
+        if n >= self._config.max_queue_size:
             self._on_overflow(data, callback)
             return False
         q.append(data if callback is None else (data, callback))
-        n = len(q)
+        n += 1
         if (n == 1 or n >= self._config.max_events_in_batch) and not self._wake.is_set():
             self._wake.set()
         if self._dispatcher is None:
