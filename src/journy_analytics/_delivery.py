@@ -87,6 +87,8 @@ class BatchSender:
         self._wall_clock = wall_clock
         self._draw = draw
         token = base64.b64encode(f"{write_key}:".encode()).decode("ascii")
+        # Longest first, so the Basic token is not half-redacted by the key inside it.
+        self._secrets = sorted({token, write_key, token.rstrip("=")}, key=len, reverse=True)
         self._headers = {
             "Content-Type": "application/json",
             "Authorization": f"Basic {token}",
@@ -94,6 +96,13 @@ class BatchSender:
         }
         if gzip:
             self._headers["Content-Encoding"] = "gzip"
+
+    def _redact(self, text: str) -> str:
+        """A server or proxy may echo the key back in its error text; logs must not show it."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[REDACTED]")
+        return text
 
     def redacted_headers(self, retry_count: int) -> Dict[str, str]:
         headers = {**self._headers, "Authorization": "Basic [REDACTED]"}
@@ -150,7 +159,7 @@ class BatchSender:
             outcome = classify(status)
             if outcome is Outcome.DELIVERED:
                 return BatchResult("delivered", status, "", retries, requests, sent)
-            reason = _describe(status, response, error)
+            reason = self._redact(_describe(status, response, error))
             if outcome is Outcome.DROP:
                 return BatchResult(
                     "rejected",

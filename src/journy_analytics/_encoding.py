@@ -3,19 +3,22 @@
 Two paths produce the same bytes for the same input:
 
 * the fast path hands the whole event to orjson. orjson encodes str, int (64-bit), float,
-  bool, None, dict, list, tuple, Enum and UUID itself; every other type reaches
-  ``_default``, which applies the conversions below. Dataclasses and date/time values are
-  *passed through* to ``_default`` on purpose: orjson's own handling of them differs from
-  ours (it skips ``_private`` dataclass fields, adds non-field attributes, rounds odd UTC
-  offsets), and the two paths must agree.
+  bool, None, dict, list, tuple, Enum, UUID and date/time values itself; every other type
+  reaches ``_default``, which applies the conversions below. Dataclasses are *passed
+  through* to ``_default`` on purpose: orjson's own handling of them (it skips
+  ``_private`` fields and adds attributes that are not fields) is not ours, and the two
+  paths must agree. Date/time values are left to orjson and the walk formats them with
+  orjson too.
 * the slow path (``to_jsonable``) walks the value in Python. It runs only when orjson
   refuses the event (a value with no JSON form, an int beyond 64 bits, a non-str key, a
   str with lone surrogates, a cycle, too deep), converts what it can with the very same
   helpers, and raises ``ValidationError`` naming the key path of what it cannot.
 
-Both paths enforce ``MAX_DEPTH``: orjson's own recursion limit is higher and counts
-differently, so an event whose output has more brackets than ``MAX_DEPTH`` is re-checked
-by the walk.
+Depth: ``MAX_DEPTH`` is orjson's own recursion limit, so the fast path refuses exactly
+what the walk refuses (tests/test_hostile_input.py checks both agree, and that the limit
+still matches the installed orjson). One gap, orjson's: it does not count tuples, so a
+value nested more than ``MAX_DEPTH`` levels deep *through tuples* is accepted by the fast
+path (and thousands of such levels crash orjson 3.13; see docs/encoding.md).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import re
 import sys
 import uuid
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import orjson
 
@@ -48,13 +51,15 @@ MAX_EVENT_BYTES = 32 * 1024
 # journy.io (like Segment) accepts 500 KB per request; we keep a margin for the envelope.
 MAX_BATCH_BYTES = 480 * 1024
 # Containers nest at most this many levels, the event object itself being level 1 (so
-# ``properties`` is level 2). orjson refuses 254 levels; we stay well below.
-MAX_DEPTH = 200
+# ``properties`` is level 2): orjson's own limit, which the fast path enforces for free.
+MAX_DEPTH = 254
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 
-# Dataclasses and date/time values go to _default (see the module docstring).
-_FAST_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+# Naive datetimes are UTC everywhere in this SDK, and UTC is written with a Z.
+_DT_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+# Dataclasses go to _default (see the module docstring).
+_FAST_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | _DT_OPTIONS
 
 _NO_FORM: Any = object()
 _CONTAINERS = (Mapping, list, tuple, set, frozenset)
@@ -64,16 +69,17 @@ _CONTAINERS = (Mapping, list, tuple, set, frozenset)
 
 
 def _iso(value: _dt.datetime | _dt.date | _dt.time) -> str:
-    """ISO 8601. A naive datetime is taken as UTC; a zero UTC offset is written ``Z``."""
-    if isinstance(value, _dt.datetime):
-        if value.utcoffset() is None:
-            value = value.replace(tzinfo=_dt.timezone.utc)
+    """RFC 3339 as orjson writes it (a naive datetime is UTC; a zero offset is ``Z``).
+
+    The walk uses orjson's own formatter, so both paths agree to the byte (orjson rounds a
+    sub-minute UTC offset to the minute). orjson refuses a time with a tzinfo; that one
+    is written by ``isoformat()``.
+    """
+    try:
+        return orjson.dumps(value, option=_DT_OPTIONS)[1:-1].decode()
+    except orjson.JSONEncodeError:
         text = value.isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
-    if isinstance(value, _dt.time):
-        text = value.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
-    return value.isoformat()
 
 
 def _leaf(value: Any) -> Any:
@@ -133,9 +139,21 @@ def _text(value: str) -> str:
 
 # -- the fast path ------------------------------------------------------------------------
 
+# The common exact types, dispatched without the isinstance chain (same results).
+_EXACT: Dict[type, Callable[[Any], Any]] = {
+    decimal.Decimal: _leaf,
+    _dt.timedelta: _leaf,
+    bytes: _leaf,
+    set: list,
+    frozenset: list,
+}
+
 
 def _default(value: Any) -> Any:
     """orjson's ``default``: what it cannot encode natively, converted like the walk does."""
+    convert = _EXACT.get(type(value))
+    if convert is not None:
+        return convert(value)
     if isinstance(value, (set, frozenset, tuple)):  # a tuple here is a subclass
         return list(value)
     if isinstance(value, Mapping):
@@ -149,27 +167,22 @@ def _default(value: Any) -> Any:
 
 
 def _encode_fast(event: Any) -> Optional[bytes]:
-    """orjson's encoding, or None when only the walk can tell (refused, or maybe too deep)."""
+    """orjson's encoding, or None when it refuses (the walk then says why, or converts)."""
     try:
-        data = orjson.dumps(event, default=_default, option=_FAST_OPTIONS)
+        return orjson.dumps(event, default=_default, option=_FAST_OPTIONS)
     except Exception:
         return None
-    if data.count(b"[") + data.count(b"{") > MAX_DEPTH:
-        # Maybe nested deeper than MAX_DEPTH (brackets inside strings count too): let the
-        # walk decide. Rare: it takes over MAX_DEPTH objects and arrays in one event.
-        return None
-    return data
 
 
 def _encode_slow(event: Any) -> bytes:
     try:
-        plain = to_jsonable(event)
-    except RecursionError:
+        return orjson.dumps(to_jsonable(event))
+    except (RecursionError, orjson.JSONEncodeError):
+        # Only if the caller's own stack is already deep, or a future orjson lowers its
+        # recursion limit below MAX_DEPTH (a test watches for that).
         raise ValidationError(
-            "the event is nested too deeply to encode from this call stack; "
-            "flatten traits/properties/context"
+            "the event is nested too deeply to encode here; flatten traits/properties/context"
         ) from None
-    return orjson.dumps(plain)
 
 
 def encode_event(event: Dict[str, Any]) -> bytes:
@@ -179,7 +192,10 @@ def encode_event(event: Dict[str, Any]) -> bytes:
         data = _encode_slow(event)
     if len(data) > MAX_EVENT_BYTES:
         raise ValidationError(_too_large(event, data))
-    return data
+    # orjson's bytes keep their whole write buffer (about 4 KB) allocated; a queue of them
+    # would hold ten times the memory it needs. An exact-size copy costs less than the page
+    # faults it saves.
+    return memoryview(data).tobytes()
 
 
 def _too_large(event: Dict[str, Any], data: bytes) -> str:
@@ -309,8 +325,8 @@ def to_jsonable(
         converted = _leaf(value)
         if converted is _NO_FORM:
             raise ValidationError(
-                f"{_where(path)} is a {_type_name(value)}, which has no JSON form; convert it "
-                "to a str, number, bool, None, list or dict before sending"
+                f"{_where(path)} is of type {_type_name(value)}, which has no JSON form; "
+                "convert it to a str, number, bool, None, list or dict before sending"
             )
         return converted
 

@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import orjson
@@ -53,7 +53,8 @@ _OVERFLOW_REPORT_EVERY = 1.0
 @dataclass(frozen=True)
 class WorkerConfig:
     url: str
-    write_key: str
+    # Kept out of repr(): error trackers capture local variables.
+    write_key: str = field(repr=False)
     max_events_in_batch: int
     flush_interval: float
     http_request_timeout: float
