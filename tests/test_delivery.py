@@ -138,13 +138,39 @@ def test_non_retryable_status_dropped_at_once(status: int) -> None:
     assert "secret-key" not in result.reason
 
 
-def test_network_errors_retried_then_exhausted_after_max_retries() -> None:
+def test_answered_failures_exhausted_after_max_retries() -> None:
     clock = FakeClock()
-    transport = ScriptedTransport([ConnectionResetError("reset by peer")] * 4)
+    transport = ScriptedTransport([Response(503)] * 4)
     result = make_sender(transport, clock, RetryPolicy(max_retries=3)).send(EVENTS)
     assert result.outcome == "retries_exhausted" and result.requests == 4 and result.retries == 3
-    assert "ConnectionResetError" in result.reason and "max_retries=3" in result.reason
+    assert result.status == 503 and "max_retries=3" in result.reason
     assert clock.sleeps == [0.5, 1.0, 2.0]
+
+
+def test_no_answer_is_an_outage_retried_until_the_deadline_not_max_retries() -> None:
+    clock = FakeClock()
+    steps: List[Step] = [ConnectionRefusedError("refused")] * 8 + [ok()]
+    transport = ScriptedTransport(steps)
+    result = make_sender(transport, clock, RetryPolicy(max_retries=3)).send(EVENTS)
+    assert result.outcome == "delivered" and result.retries == 8
+    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+def test_no_answer_gives_up_at_the_deadline_and_says_so() -> None:
+    clock = FakeClock()
+    transport = ScriptedTransport([ConnectionResetError("reset by peer")] * 50)
+    policy = RetryPolicy(max_retries=3, deadline=60.0)
+    result = make_sender(transport, clock, policy).send(EVENTS)
+    assert result.outcome == "retries_exhausted" and "60s retry deadline" in result.reason
+    assert "ConnectionResetError" in result.reason
+    assert sum(clock.sleeps) <= 60.0 and result.retries > 3
+
+
+def test_answered_and_unanswered_failures_mix() -> None:
+    clock = FakeClock()
+    steps: List[Step] = [Response(500), TimeoutError("read timed out"), Response(502), ok()]
+    result = make_sender(ScriptedTransport(steps), clock, RetryPolicy(max_retries=2)).send(EVENTS)
+    assert result.outcome == "delivered" and result.retries == 3
 
 
 def test_zero_retries_means_one_attempt() -> None:

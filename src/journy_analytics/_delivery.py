@@ -115,6 +115,11 @@ class BatchSender:
         started = self._clock()
         joined = b",".join(events)
         retries = requests = sent = 0
+        # Only failures the server answered count against max_retries. "No answer at all"
+        # (refused, reset, timed out) is an outage, not this batch's fault: it is retried
+        # with backoff until the policy's deadline, so an outage shorter than the deadline
+        # loses nothing that fits in the queue.
+        answered_failures = 0
         while True:
             body = _envelope(joined, now_iso(), self._key_json)
             if self._gzip:
@@ -173,11 +178,14 @@ class BatchSender:
                 return BatchResult(
                     "closed", status, f"{reason}; the client closed", retries, requests, sent
                 )
-            if retries >= policy.max_retries:
+            if response is not None:
+                answered_failures += 1
+            if response is not None and answered_failures > policy.max_retries:
                 return BatchResult(
                     "retries_exhausted",
                     status,
-                    f"{reason}; gave up after {retries} retries (max_retries={policy.max_retries})",
+                    f"{reason}; gave up after {retries} retries "
+                    f"(max_retries={policy.max_retries} for answered failures)",
                     retries,
                     requests,
                     sent,

@@ -505,3 +505,35 @@ def _flush_at_exit() -> None:
 
 
 atexit.register(_flush_at_exit)
+
+
+class _ExitHook:
+    """A weak-referenceable key for multiprocessing's after-fork registry."""
+
+
+_exit_hook = _ExitHook()
+
+
+def _register_multiprocessing_exit_flush(_: object) -> None:
+    import sys
+
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.Finalize(None, _flush_at_exit, exitpriority=0)
+
+
+def _watch_multiprocessing_child() -> None:
+    """multiprocessing ends a fork/forkserver child with ``os._exit()``: atexit never runs
+    there, so events tracked in the child would be lost silently. Its own finalizers do
+    run, but it clears them in the child after this hook, so register through its
+    after-fork registry, which runs after the clear. A no-op unless multiprocessing is in
+    use (it is imported then; we never import it ourselves)."""
+    import sys
+
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.register_after_fork(_exit_hook, _register_multiprocessing_exit_flush)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_watch_multiprocessing_child)
