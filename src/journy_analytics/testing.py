@@ -39,9 +39,7 @@ class MemoryHttpClient:
         self._lock = threading.Lock()
         self.requests: List[Dict[str, Any]] = []
 
-    def send(
-        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
-    ) -> Response:
+    def send(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
         if headers.get("Content-Encoding") == "gzip":
             body = _gzip.decompress(body)
         decoded = orjson.loads(body)
