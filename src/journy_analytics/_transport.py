@@ -60,7 +60,11 @@ class HttpClient(Protocol):
 
 
 class Urllib3HttpClient:
-    """Default transport: one urllib3 connection pool, keep-alive, TLS verified."""
+    """Default transport: a urllib3 connection pool per endpoint, keep-alive, TLS verified.
+
+    The client only ever posts to one URL, so the pool and the parsed path are kept per
+    URL: a request skips PoolManager's URL parsing and pool lookup.
+    """
 
     def __init__(self, maxsize: int = 8, ssl_context: Optional[ssl.SSLContext] = None) -> None:
         kwargs: dict[str, Any] = {
@@ -72,19 +76,37 @@ class Urllib3HttpClient:
         if ssl_context is not None:
             kwargs["ssl_context"] = ssl_context
         self._pool = urllib3.PoolManager(**kwargs)
+        self._endpoints: dict[str, tuple[Any, str]] = {}
+        self._timeouts: dict[float, urllib3.Timeout] = {}
+
+    def _endpoint(self, url: str) -> tuple[Any, str]:
+        found = self._endpoints.get(url)
+        if found is None:
+            parts = urllib3.util.parse_url(url)
+            pool = self._pool.connection_from_url(url)
+            found = (pool, parts.request_uri)
+            self._endpoints[url] = found
+        return found
 
     def send(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
-        answer = self._pool.request(
+        pool, path = self._endpoint(url)
+        limit = self._timeouts.get(timeout)
+        if limit is None:
+            limit = self._timeouts[timeout] = urllib3.Timeout(total=timeout)
+        answer = pool.urlopen(
             "POST",
-            url,
+            path,
             body=body,
-            headers=dict(headers),
-            timeout=urllib3.Timeout(total=timeout),
+            headers=headers,
+            timeout=limit,
             retries=False,
             redirect=False,
+            assert_same_host=False,
             preload_content=True,
+            decode_content=False,
         )
-        return Response(answer.status, dict(answer.headers), answer.data or b"")
+        return Response(answer.status, answer.headers, answer.data or b"")
 
     def close(self) -> None:
+        self._endpoints.clear()
         self._pool.clear()
