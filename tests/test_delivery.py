@@ -166,6 +166,17 @@ def test_no_answer_gives_up_at_the_deadline_and_says_so() -> None:
     assert sum(clock.sleeps) <= 60.0 and result.retries > 3
 
 
+def test_tls_failure_counts_against_max_retries_not_the_deadline() -> None:
+    import ssl
+
+    clock = FakeClock()
+    failure = ssl.SSLCertVerificationError("certificate verify failed")
+    transport = ScriptedTransport([failure] * 10)
+    result = make_sender(transport, clock, RetryPolicy(max_retries=2)).send(EVENTS)
+    assert result.outcome == "retries_exhausted" and result.requests == 3
+    assert "SSLCertVerificationError" in result.reason
+
+
 def test_answered_and_unanswered_failures_mix() -> None:
     clock = FakeClock()
     steps: List[Step] = [Response(500), TimeoutError("read timed out"), Response(502), ok()]

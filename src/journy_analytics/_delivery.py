@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import random
+import ssl
 import time
 import zlib
 from dataclasses import dataclass
@@ -178,9 +179,10 @@ class BatchSender:
                 return BatchResult(
                     "closed", status, f"{reason}; the client closed", retries, requests, sent
                 )
-            if response is not None:
+            counted = response is not None or not _is_outage(error)
+            if counted:
                 answered_failures += 1
-            if response is not None and answered_failures > policy.max_retries:
+            if counted and answered_failures > policy.max_retries:
                 return BatchResult(
                     "retries_exhausted",
                     status,
@@ -211,6 +213,24 @@ class BatchSender:
                     requests,
                     sent,
                 )
+
+
+def _is_outage(error: Optional[BaseException]) -> bool:
+    """No answer because the server is down or unreachable (refused, reset, timed out), as
+    opposed to a TLS failure, which is a configuration problem and will not pass by itself."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ssl.SSLError) or type(error).__name__ in (
+            "SSLError",
+            "CertificateError",
+        ):
+            return False
+        reason = getattr(error, "reason", None)
+        error = (
+            reason if isinstance(reason, BaseException) else (error.__cause__ or error.__context__)
+        )
+    return True
 
 
 def _describe(
