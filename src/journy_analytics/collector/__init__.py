@@ -2,14 +2,16 @@
 
 Needs the ``collector`` extra (``pip install "journy-analytics[collector]"``, for aiohttp);
 ``import journy_analytics`` alone never imports this package. Run it with ``journy collector``
-or, from Python (tests, the demo), with ``CollectorThread``. See docs/collector.md.
+(or ``python -m journy_analytics.collector``) or, from Python (tests, the demo), with
+``CollectorThread``. ``Server`` (with ``CollectorState`` and ``Store``) runs it on an event
+loop you own. See docs/collector.md.
 """
 
 from __future__ import annotations
 
 from journy_analytics.collector._faults import Faults
 from journy_analytics.collector._ingest import MAX_BODY_BYTES, MAX_EVENT_BYTES
-from journy_analytics.collector._server import DEFAULT_PATH, CollectorState, Server, create_app
+from journy_analytics.collector._server import DEFAULT_PATH, CollectorState, Server
 from journy_analytics.collector._store import Store
 from journy_analytics.collector._thread import CollectorThread
 
@@ -22,5 +24,4 @@ __all__ = [
     "Faults",
     "Server",
     "Store",
-    "create_app",
 ]

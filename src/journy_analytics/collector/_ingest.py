@@ -221,7 +221,11 @@ def _text(event: dict[str, Any], key: str) -> Optional[str]:
 def _prepare_event(event: Any) -> PreparedEvent:
     if not isinstance(event, dict):
         raise _invalid(f"an event must be an object, got {type(event).__name__}")
-    encoded = orjson.dumps(event)
+    try:
+        encoded = orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        # orjson reads deeper nesting than it writes back; such an event cannot be stored.
+        raise _invalid("event is nested too deeply") from None
     size = len(encoded)
     if size > MAX_EVENT_BYTES:
         raise IngestError(

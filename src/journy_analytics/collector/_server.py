@@ -114,12 +114,13 @@ async def _read_body(request: web.Request) -> bytes:
         chunks.append(chunk)
 
 
-def _abort(request: web.Request) -> web.Response:
+def _abort(request: web.Request, record: dict[str, Any]) -> web.Response:
+    record["status"] = "reset"
     transport = request.transport
     if transport is not None:
         transport.abort()
     # Nothing reaches the client any more; aiohttp discards this response quietly.
-    return web.Response(status=499)
+    return web.Response(status=500)
 
 
 def _ingest_handler(
@@ -150,7 +151,8 @@ def _ingest_handler(
             record["error"] = exc.message
         if counters:
             await _wait(state.store.count(counters))
-        record["status"] = response.status if response.status != 499 else "reset"
+        if record["status"] is None:
+            record["status"] = response.status
         return response
 
     return handler
@@ -195,17 +197,16 @@ async def _ingest(
         )
     events = prepare_batch(obj, single_type)
 
-    if decision.reset and not decision.reset_after_store:
-        counters["faults.reset"] = 1
-        return _abort(request)
     if decision.reset:
         counters["faults.reset"] = 1
+        if not decision.reset_after_store:
+            return _abort(request, record)
     result = await _wait(state.store.ingest(events, counters))
     counters.clear()  # counted inside the ingest transaction
-    if decision.reset:
-        return _abort(request)
     record["stored"] = result.stored
     record["duplicates"] = result.duplicates
+    if decision.reset:
+        return _abort(request, record)
     return _json({"success": True})
 
 
@@ -272,7 +273,15 @@ async def _message_ids(request: web.Request) -> web.Response:
 
 
 async def _requests(request: web.Request) -> web.Response:
-    return _json({"requests": list(request.app[_STATE].requests)})
+    encoded = []
+    for record in list(request.app[_STATE].requests):
+        try:
+            encoded.append(orjson.dumps(record))
+        except orjson.JSONEncodeError:  # a body nested deeper than orjson writes
+            encoded.append(orjson.dumps({**record, "body": None}))
+    return web.Response(
+        body=b'{"requests":[' + b",".join(encoded) + b"]}", content_type="application/json"
+    )
 
 
 async def _get_faults(request: web.Request) -> web.Response:

@@ -173,7 +173,8 @@ class CollectorThread:
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT``: what to pass as ``Analytics(host=...)``."""
-        return f"http://{self._host}:{self._port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
 
     @property
     def path(self) -> str:
