@@ -484,3 +484,49 @@ def test_module_write_key_attribute(
         assert collector.requests()[0]["body"]["writeKey"] == "attr-key"
     finally:
         set_default_client(previous)
+
+
+def test_a_batch_waiting_to_retry_does_not_hold_a_sender(scripted: Any) -> None:
+    server = scripted([{"status": 503, "headers": {"Retry-After": "2"}}])
+    a = Analytics(
+        write_key="k",
+        host=server.url,
+        flush_interval=0.01,
+        max_events_in_batch=1,
+        max_concurrent_requests=1,
+    )
+    a.track(user_id="u", event="First", message_id="m-first")
+    deadline = time.monotonic() + 5
+    while a.stats()["waiting_to_retry"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert a.stats()["waiting_to_retry"] == 1
+    a.track(user_id="u", event="Second", message_id="m-second")
+    assert a.flush(timeout=0.8) is False, "the first batch is still waiting for its retry"
+    assert [e["messageId"] for e in server.events()] == ["m-second"]
+    assert a.close_and_flush(10)
+    assert [e["messageId"] for e in server.events()] == ["m-second", "m-first"]
+
+
+def test_during_an_outage_only_retries_probe_the_server(collector: CollectorThread) -> None:
+    collector.stop()
+    a = Analytics(
+        write_key="k",
+        host=collector.url,
+        flush_interval=0.01,
+        max_events_in_batch=5,
+        retry_policy=RetryPolicy(initial_backoff=0.2, max_backoff=0.2, jitter=0.0),
+    )
+    attempts: List[int] = []
+    a.on("http_request", lambda r: attempts.append(r["events"]))
+    a.track(user_id="u", event="E", message_id="o-0")
+    time.sleep(0.3)
+    for i in range(1, 51):
+        a.track(user_id="u", event="E", message_id=f"o-{i}")
+    time.sleep(1.0)
+    stats = a.stats()
+    assert stats["waiting_to_retry"] + stats["in_flight"] <= 5
+    assert stats["queued"] >= 45, "new batches wait while the server is down"
+    assert len(attempts) <= 10, f"{len(attempts)} requests hit a server that was down"
+    collector.start()
+    assert a.close_and_flush(10)
+    assert collector.unique_message_ids() == {f"o-{i}" for i in range(51)}

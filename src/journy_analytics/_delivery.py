@@ -12,7 +12,7 @@ import ssl
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import orjson
 
@@ -21,7 +21,7 @@ from journy_analytics._messages import now_iso
 from journy_analytics._retry import Outcome, RetryPolicy, classify
 from journy_analytics._transport import USER_AGENT, HttpClient, Response
 
-__all__ = ["BatchResult", "BatchSender", "build_body"]
+__all__ = ["BatchResult", "BatchSender", "RetryState", "build_body"]
 
 _BATCH_OPEN = b'{"batch":['
 
@@ -55,6 +55,36 @@ class BatchResult:
     retries: int
     requests: int
     bytes_sent: int
+
+
+class RetryState:
+    """One batch's progress through the retry policy, carried between attempts."""
+
+    __slots__ = (
+        "answered_failures",
+        "bytes_sent",
+        "count",
+        "joined",
+        "outage",
+        "reason",
+        "requests",
+        "retries",
+        "started",
+        "status",
+    )
+
+    def __init__(self, joined: bytes, count: int, started: float) -> None:
+        self.joined = joined
+        self.count = count
+        self.started = started
+        self.retries = 0
+        self.requests = 0
+        self.bytes_sent = 0
+        self.answered_failures = 0
+        self.status: Optional[int] = None
+        self.reason = ""
+        # The last attempt got no answer at all: the endpoint looks down.
+        self.outage = False
 
 
 class BatchSender:
@@ -111,108 +141,112 @@ class BatchSender:
             headers["X-Retry-Count"] = str(retry_count)
         return headers
 
+    def start(self, events: List[bytes]) -> RetryState:
+        return RetryState(b",".join(events), len(events), self._clock())
+
     def send(self, events: List[bytes]) -> BatchResult:
+        """Deliver with retries, sleeping through ``wait`` between attempts."""
+        state = self.start(events)
+        while True:
+            result = self.attempt(state)
+            if isinstance(result, BatchResult):
+                return result
+            if self._wait(result):
+                return self.closed(state, "the client closed while waiting to retry")
+
+    def closed(self, state: RetryState, why: str) -> BatchResult:
+        return BatchResult(
+            "closed",
+            state.status,
+            f"{state.reason}; {why}",
+            state.retries - 1 if state.retries else 0,
+            state.requests,
+            state.bytes_sent,
+        )
+
+    def attempt(self, state: RetryState) -> Union[BatchResult, float]:
+        """One request. Returns how the batch ended, or the seconds to wait before the next
+        attempt: the worker parks the batch meanwhile instead of holding a sender."""
         policy = self._policy
-        started = self._clock()
-        joined = b",".join(events)
-        retries = requests = sent = 0
+        retries = state.retries
+        body = _envelope(state.joined, now_iso(), self._key_json)
+        if self._gzip:
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+            body = packer.compress(body) + packer.flush()
+        headers = self._headers
+        if retries:
+            headers = {**headers, "X-Retry-Count": str(retries)}
+        if self._emitter.has("http_request"):
+            self._emitter.emit(
+                "http_request",
+                {
+                    "method": "POST",
+                    "url": self._url,
+                    "headers": self.redacted_headers(retries),
+                    "body_bytes": len(body),
+                    "events": state.count,
+                    "retry_count": retries,
+                },
+            )
+        response: Optional[Response] = None
+        error: Optional[BaseException] = None
+        began = self._clock()
+        try:
+            response = self._transport().send(self._url, body, headers, self._timeout)
+        except Exception as exc:  # any failure to get an answer is retryable
+            error = exc
+        state.requests += 1
+        state.bytes_sent += len(body)
+        status = response.status if response is not None else None
+        state.status = status
+        if self._emitter.has("http_response"):
+            self._emitter.emit(
+                "http_response",
+                {
+                    "status": status,
+                    "error": None if error is None else repr(error),
+                    "events": state.count,
+                    "retry_count": retries,
+                    "elapsed": self._clock() - began,
+                },
+            )
+        outcome = classify(status)
+        if outcome is Outcome.DELIVERED:
+            return BatchResult("delivered", status, "", retries, state.requests, state.bytes_sent)
+        reason = state.reason = self._redact(_describe(status, response, error))
+        if outcome is Outcome.DROP:
+            return self._end(state, "rejected", f"{reason}; the batch was dropped (not retryable)")
+        if self._aborted():
+            return self._end(state, "closed", f"{reason}; the client closed")
         # Only failures the server answered count against max_retries. "No answer at all"
         # (refused, reset, timed out) is an outage, not this batch's fault: it is retried
         # with backoff until the policy's deadline, so an outage shorter than the deadline
         # loses nothing that fits in the queue.
-        answered_failures = 0
-        while True:
-            body = _envelope(joined, now_iso(), self._key_json)
-            if self._gzip:
-                packer = zlib.compressobj(6, zlib.DEFLATED, 31)
-                body = packer.compress(body) + packer.flush()
-            headers = self._headers
-            if retries:
-                headers = {**headers, "X-Retry-Count": str(retries)}
-            if self._emitter.has("http_request"):
-                self._emitter.emit(
-                    "http_request",
-                    {
-                        "method": "POST",
-                        "url": self._url,
-                        "headers": self.redacted_headers(retries),
-                        "body_bytes": len(body),
-                        "events": len(events),
-                        "retry_count": retries,
-                    },
-                )
-            response: Optional[Response] = None
-            error: Optional[BaseException] = None
-            began = self._clock()
-            try:
-                response = self._transport().send(self._url, body, headers, self._timeout)
-            except Exception as exc:  # any failure to get an answer is retryable
-                error = exc
-            requests += 1
-            sent += len(body)
-            status = response.status if response is not None else None
-            if self._emitter.has("http_response"):
-                self._emitter.emit(
-                    "http_response",
-                    {
-                        "status": status,
-                        "error": None if error is None else repr(error),
-                        "events": len(events),
-                        "retry_count": retries,
-                        "elapsed": self._clock() - began,
-                    },
-                )
-            outcome = classify(status)
-            if outcome is Outcome.DELIVERED:
-                return BatchResult("delivered", status, "", retries, requests, sent)
-            reason = self._redact(_describe(status, response, error))
-            if outcome is Outcome.DROP:
-                return BatchResult(
-                    "rejected",
-                    status,
-                    f"{reason}; the batch was dropped (not retryable)",
-                    retries,
-                    requests,
-                    sent,
-                )
-            if self._aborted():
-                return BatchResult(
-                    "closed", status, f"{reason}; the client closed", retries, requests, sent
-                )
-            counted = response is not None or not _is_outage(error)
-            if counted:
-                answered_failures += 1
-            if counted and answered_failures > policy.max_retries:
-                return BatchResult(
+        state.outage = response is None and _is_outage(error)
+        if not state.outage:
+            state.answered_failures += 1
+            if state.answered_failures > policy.max_retries:
+                return self._end(
+                    state,
                     "retries_exhausted",
-                    status,
                     f"{reason}; gave up after {retries} retries "
                     f"(max_retries={policy.max_retries} for answered failures)",
-                    retries,
-                    requests,
-                    sent,
                 )
-            retries += 1
-            retry_after = response.header("Retry-After") if response is not None else None
-            delay = policy.delay(retries, retry_after, self._wall_clock(), self._draw)
-            if self._clock() + delay - started > policy.deadline:
-                return BatchResult(
-                    "retries_exhausted",
-                    status,
-                    f"{reason}; the next retry would pass the {policy.deadline:g}s retry deadline",
-                    retries - 1,
-                    requests,
-                    sent,
-                )
-            if self._wait(delay):
-                return BatchResult(
-                    "closed",
-                    status,
-                    f"{reason}; the client closed while waiting to retry",
-                    retries - 1,
-                    requests,
-                    sent,
-                )
+        retry_after = response.header("Retry-After") if response is not None else None
+        delay = policy.delay(retries + 1, retry_after, self._wall_clock(), self._draw)
+        if self._clock() + delay - state.started > policy.deadline:
+            return self._end(
+                state,
+                "retries_exhausted",
+                f"{reason}; the next retry would pass the {policy.deadline:g}s retry deadline",
+            )
+        state.retries = retries + 1
+        return delay
+
+    def _end(self, state: RetryState, outcome: str, reason: str) -> BatchResult:
+        return BatchResult(
+            outcome, state.status, reason, state.retries, state.requests, state.bytes_sent
+        )
 
 
 def _is_outage(error: Optional[BaseException]) -> bool:

@@ -16,6 +16,7 @@ until the watermark reaches the take count plus the queue length at the time of 
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import os
@@ -29,7 +30,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import orjson
 
-from journy_analytics._delivery import BatchResult, BatchSender
+from journy_analytics._delivery import BatchResult, BatchSender, RetryState
 from journy_analytics._encoding import MAX_BATCH_BYTES
 from journy_analytics._errors import DeliveryError
 from journy_analytics._events import Emitter
@@ -70,12 +71,13 @@ class WorkerConfig:
 
 
 class _Batch:
-    __slots__ = ("first_index", "items", "number")
+    __slots__ = ("first_index", "items", "number", "state")
 
     def __init__(self, number: int, first_index: int, items: List[Item]) -> None:
         self.number = number
         self.first_index = first_index
         self.items = items
+        self.state: Optional[RetryState] = None
 
 
 def _data(item: Item) -> bytes:
@@ -167,6 +169,10 @@ class Worker:
         self._taken = 0
         self._flush_target = 0
         self._outstanding: Dict[int, _Batch] = {}
+        # Batches waiting for their next retry, by due time: parked, not holding a sender.
+        self._parked: List[Tuple[float, int, _Batch]] = []
+        # Set when a batch got no answer at all, cleared by the next answer or final outcome.
+        self._endpoint_down = False
         self._in_flight = 0
         self._spooled_upto = 0
         self._replayed = 0
@@ -292,16 +298,37 @@ class Worker:
         while not self._abort.is_set():
             self._wake.clear()
             self._report_overflow()
+            retry_in: Optional[float] = None
+            if self._parked:
+                due = self._next_retry_due()
+                if due is not None:
+                    retry_in = due - time.monotonic()
+                    if retry_in <= 0:
+                        # A due retry goes before new batches: its events are older.
+                        if not self._acquire_slot():
+                            return
+                        self._resubmit_due_retry()
+                        continue
             n = len(q)
             if n == 0:
                 oldest = None
-                if self._stopping:
+                if self._stopping and not self._outstanding:
                     return
-                pending_report = self._overflow != self._overflow_reported
-                self._wake.wait(_OVERFLOW_REPORT_EVERY if pending_report else None)
+                timeout = retry_in
+                if self._overflow != self._overflow_reported:
+                    timeout = min(timeout or _OVERFLOW_REPORT_EVERY, _OVERFLOW_REPORT_EVERY)
+                self._wake.wait(timeout)
                 continue
             if self._spool is not None:
                 self._commit_to_spool()
+            if self._endpoint_down:
+                # While a batch waits out an outage, its retries probe the server; new
+                # batches wait in the queue instead of hammering a server that is down.
+                timeout = retry_in
+                if self._spool is not None:
+                    timeout = min(timeout or cfg.spool_commit_interval, cfg.spool_commit_interval)
+                self._wake.wait(timeout)
+                continue
             now = time.monotonic()
             if oldest is None:
                 oldest = now
@@ -315,6 +342,8 @@ class Worker:
                     if self._spool is not None:
                         # Wake up for the next group commit of events arriving meanwhile.
                         remaining = min(remaining, cfg.spool_commit_interval)
+                    if retry_in is not None:
+                        remaining = min(remaining, retry_in)
                     self._wake.wait(remaining)
                     continue
                 # Everything queued now has waited long enough; what comes later gets its
@@ -331,6 +360,31 @@ class Worker:
                 self._slots.release()
                 continue
             self._submit(batch)
+
+    def _next_retry_due(self) -> Optional[float]:
+        with self._lock:
+            return self._parked[0][0] if self._parked else None
+
+    def _resubmit_due_retry(self) -> None:
+        """Called holding a sender slot; gives it back if close() took the batch meanwhile."""
+        with self._lock:
+            entry = heapq.heappop(self._parked) if self._parked else None
+        if entry is None:
+            self._slots.release()
+            return
+        self._submit(entry[2])
+
+    def _park(self, batch: _Batch, delay: float) -> None:
+        assert batch.state is not None
+        self._endpoint_down = batch.state.outage
+        with self._lock:
+            aborted = self._abort.is_set()
+            if not aborted:
+                heapq.heappush(self._parked, (time.monotonic() + delay, batch.number, batch))
+        if aborted:
+            self._settle(batch, self._sender.closed(batch.state, "the client closed"))
+            return
+        self._wake.set()
 
     def _commit_to_spool(self) -> None:
         """Write every queued event not yet on disk, in one transaction."""
@@ -462,11 +516,17 @@ class Worker:
                 self._slots.release()
 
     def _deliver(self, batch: _Batch) -> None:
-        events = [_data(item) for item in batch.items]
-        result = self._sender.send(events)
-        self._settle(batch, events, result)
+        """One attempt; a batch that must wait for a retry is parked, freeing this sender."""
+        if batch.state is None:
+            batch.state = self._sender.start([_data(item) for item in batch.items])
+        result = self._sender.attempt(batch.state)
+        if isinstance(result, BatchResult):
+            self._settle(batch, result)
+        else:
+            self._park(batch, result)
 
-    def _settle(self, batch: _Batch, events: List[bytes], result: BatchResult) -> None:
+    def _settle(self, batch: _Batch, result: BatchResult) -> None:
+        events = [_data(item) for item in batch.items]
         delivered = result.outcome == "delivered"
         error: Optional[DeliveryError] = None
         emitter = self._emitter
@@ -512,6 +572,11 @@ class Worker:
             self._in_flight -= len(events)
             drained = not self._outstanding and not self._queue
             self._settled.notify_all()
+        if self._endpoint_down or self._stopping:
+            # The server answered (or the batch is done): let the dispatcher send again, or
+            # see that the last batch it waited for has settled.
+            self._endpoint_down = False
+            self._wake.set()
         if drained:
             emitter.emit("drained")
 
@@ -558,6 +623,12 @@ class Worker:
             self._abort.set()
             if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
                 self._dispatcher.join(_remaining(deadline, cap=0.5))
+            with self._lock:
+                parked = [entry[2] for entry in self._parked]
+                self._parked.clear()
+            for batch in parked:
+                assert batch.state is not None
+                self._settle(batch, self._sender.closed(batch.state, "the client closed"))
             if self._spool is not None:
                 self._commit_to_spool()
             self._drop_queued(kept=self._spool is not None)
@@ -631,10 +702,12 @@ class Worker:
         with self._lock:
             c = dict(self._counters)
             in_flight = self._in_flight
+            retrying = sum(len(entry[2].items) for entry in self._parked)
         alive = self._dispatcher is not None and self._dispatcher.is_alive()
         return {
             "queued": len(self._queue),
             "in_flight": in_flight,
+            "waiting_to_retry": retrying,
             "delivered": c["delivered"],
             "retried": c["retried"],
             "dropped": {
