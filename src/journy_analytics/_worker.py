@@ -654,47 +654,44 @@ class Worker:
             items = list(self._queue)
             self._queue.clear()
             self._counters["kept_in_spool" if kept else "closed"] += len(items)
-        if not items:
-            return
-        events = [_data(i) for i in items]
-        decoded = [orjson.loads(d) for d in events]
-        fate = (
-            "they stay in the spool and are sent when a client next opens it"
-            if kept
-            else "they were dropped"
-        )
-        error = DeliveryError(
-            "closed",
-            f"{len(items)} event(s) were still queued when close_and_flush() timed out; {fate}",
-            events=decoded,
-        )
-        logger.warning("journy_analytics: %s", error.reason)
-        self._emitter.emit("error", error)
-        for item, message in zip(items, decoded):
-            callback = _callback(item)
-            if callback is not None:
-                _call(callback, error, message)
+        if items:
+            fate = (
+                "they stay in the spool and are sent when a client next opens it"
+                if kept
+                else "they were dropped"
+            )
+            self._report_closed(items, "were still queued", fate)
 
     def _report_in_flight(self) -> None:
         """Batches still on the wire when close gave up: their fate is unknown, so say so
         now rather than never (at interpreter exit the process ends before they settle)."""
         with self._lock:
-            batches = list(self._outstanding.values())
-        events = [orjson.loads(_data(item)) for b in batches for item in b.items]
-        if not events:
-            return
-        fate = (
-            "they stay in the spool and are re-sent by the next client on it"
-            if self._spool is not None
-            else "they are lost if the process ends before the server answers"
-        )
+            items = [item for batch in self._outstanding.values() for item in batch.items]
+        if items:
+            fate = (
+                "they stay in the spool and are re-sent by the next client on it"
+                if self._spool is not None
+                else "they are lost if the process ends before the server answers"
+            )
+            # Their callbacks run when (if) the server answers.
+            self._report_closed(items, "were in flight", fate, call_back=False)
+
+    def _report_closed(
+        self, items: List[Item], where: str, fate: str, call_back: bool = True
+    ) -> None:
+        decoded = [orjson.loads(_data(item)) for item in items]
         error = DeliveryError(
             "closed",
-            f"{len(events)} event(s) were in flight when close_and_flush() timed out; {fate}",
-            events=events,
+            f"{len(items)} event(s) {where} when close_and_flush() timed out; {fate}",
+            events=decoded,
         )
         logger.warning("journy_analytics: %s", error.reason)
         self._emitter.emit("error", error)
+        if call_back:
+            for item, message in zip(items, decoded):
+                callback = _callback(item)
+                if callback is not None:
+                    _call(callback, error, message)
 
     # -- figures -------------------------------------------------------------------------
 
