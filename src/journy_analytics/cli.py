@@ -116,7 +116,21 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=None,
         metavar="N",
-        help="accept N requests per second; beyond, answer 429 with Retry-After: 1",
+        help="accept N requests per second; beyond, answer 429 with Retry-After (--retry-after)",
+    )
+    faults.add_argument(
+        "--retry-after-rate",
+        type=_fraction,
+        default=0.0,
+        metavar="R",
+        help="answer 429 with Retry-After to this fraction of requests, storing nothing",
+    )
+    faults.add_argument(
+        "--retry-after",
+        type=_non_negative_int,
+        default=1,
+        metavar="S",
+        help="seconds in the Retry-After header of every 429 (default: 1)",
     )
     faults.add_argument(
         "--latency-ms",
@@ -234,6 +248,8 @@ def _collector(args: argparse.Namespace) -> int:
             reset_rate=args.reset_rate,
             reset_when=args.reset_when,
             seed=args.seed,
+            retry_after_rate=args.retry_after_rate,
+            retry_after=args.retry_after,
         )
     except ValueError as exc:
         print(f"journy collector: {exc}", file=sys.stderr)

@@ -1,16 +1,28 @@
 """Measure the collector's ingest rate (not a test; run it by hand).
 
     .venv/bin/python tests/collector/measure_ingest.py [--events 100000] [--batch 100]
+        [--threads 4] [--repeat 3] [--only raw|sdk]
 
-Starts ``journy collector`` as its own process with a file database (as a user runs it),
-then posts batches from client threads over keep-alive loopback connections, and finally
-delivers through the SDK itself if it is importable.
+Two kinds of client, each on two workloads (``track``: track calls with an account
+context; ``mix``: 30% identify with changing and deleted traits, 10% group, 10% page with a
+name, 50% track):
+
+- ``raw``: client threads post pre-encoded batches over keep-alive loopback connections
+  to ``journy collector --db FILE`` run as its own process (as a user runs it), so the
+  figure is the collector's alone.
+- ``sdk``: the SDK (``Analytics(max_events_in_batch=100)``) delivers to a
+  ``CollectorThread`` in the same process, once with ``db=":memory:"`` and once with a
+  file database; the figure is events per second from the first call to the end of
+  ``close_and_flush()``, both sides sharing one interpreter.
+
+Every run checks that the collector stored exactly the events sent. ``--repeat`` runs each
+measurement several times and prints every figure with the range.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import gc
 import os
 import signal
 import subprocess
@@ -19,7 +31,9 @@ import tempfile
 import threading
 import time
 import uuid
+from typing import Any, Callable, Iterator
 
+import orjson
 import urllib3
 
 
@@ -33,47 +47,134 @@ def start(db: str) -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().rsplit(" ", 1)[-1].strip()
 
 
-def raw_clients(url: str, total: int, batch: int, threads: int) -> float:
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+# -- workloads: each yields (method name, keyword arguments) of SDK calls ---------------
+
+
+def track_calls(n: int, run: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for i in range(n):
+        yield (
+            "track",
+            {
+                "user_id": f"{run}-user-{i % 500}",
+                "event": "Measured",
+                "properties": {"i": i, "plan": "pro"},
+                "context": {"groupId": f"{run}-acct-{i % 50}"},
+            },
+        )
+
+
+def mix_calls(n: int, run: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for i in range(n):
+        user = f"{run}-user-{i % 500}"
+        account = f"{run}-acct-{i % 50}"
+        k = i % 10
+        if k < 3:
+            traits: dict[str, Any] = {"email": f"{user}@example.com", "seen": i, f"t{i % 7}": i}
+            if i % 4 == 0:
+                traits[f"t{(i + 3) % 7}"] = None  # a deletion
+            yield "identify", {"user_id": user, "traits": traits}
+        elif k == 3:
+            yield "group", {"user_id": user, "group_id": account, "traits": {"n": i, "plan": "x"}}
+        elif k == 4:
+            yield "page", {"user_id": user, "name": "Pricing", "properties": {"i": i}}
+        else:
+            yield (
+                "track",
+                {
+                    "user_id": user,
+                    "event": "Measured",
+                    "properties": {"i": i},
+                    "context": {"groupId": account},
+                },
+            )
+
+
+WORKLOADS: dict[str, Callable[[int, str], Iterator[tuple[str, dict[str, Any]]]]] = {
+    "track": track_calls,
+    "mix": mix_calls,
+}
+
+_TYPE_KEYS = {"user_id": "userId", "group_id": "groupId", "event": "event", "name": "name"}
+
+
+def as_event(method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The wire form of one SDK call, as the SDK would send it."""
+    event: dict[str, Any] = {
+        "type": method,
+        "messageId": str(uuid.uuid4()),
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "context": {"library": {"name": "measure", "version": "0"}},
+    }
+    for key, value in kwargs.items():
+        if key == "context":
+            event["context"].update(value)
+        else:
+            event[_TYPE_KEYS.get(key, key)] = value
+    return event
+
+
+# -- clients -----------------------------------------------------------------------------
+
+
+def raw_clients(url: str, workload: str, total: int, batch: int, threads: int, run: str) -> float:
     pool = urllib3.PoolManager(maxsize=threads, retries=False)
     headers = {"Content-Type": "application/json", **urllib3.make_headers(basic_auth="k:")}
     per_thread = total // threads // batch
+    calls = WORKLOADS[workload](per_thread * threads * batch, run)
+    bodies = []
+    for _ in range(per_thread * threads):
+        events = [as_event(*next(calls)) for _ in range(batch)]
+        bodies.append(orjson.dumps({"batch": events, "sentAt": "2026-01-01T00:00:00.000Z"}))
+    shares = [bodies[t::threads] for t in range(threads)]
 
-    def work() -> None:
-        for _ in range(per_thread):
-            events = [
-                {
-                    "type": "track",
-                    "userId": f"user-{i % 500}",
-                    "event": "Measured",
-                    "messageId": str(uuid.uuid4()),
-                    "timestamp": "2026-01-01T00:00:00.000Z",
-                    "properties": {"i": i, "plan": "pro"},
-                    "context": {"groupId": f"acct-{i % 50}"},
-                }
-                for i in range(batch)
-            ]
-            body = json.dumps({"batch": events}).encode()
+    def work(share: list[bytes]) -> None:
+        for body in share:
             r = pool.request("POST", url + "/backend/v1/batch", body=body, headers=headers)
             assert r.status == 200, r.data
 
     started = time.perf_counter()
-    workers = [threading.Thread(target=work) for _ in range(threads)]
+    workers = [threading.Thread(target=work, args=(s,)) for s in shares]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    return per_thread * threads * batch / (time.perf_counter() - started)
+    return len(bodies) * batch / (time.perf_counter() - started)
 
 
-def sdk_client(url: str, total: int) -> float:
+def sdk_client(url: str, workload: str, total: int, batch: int, run: str) -> float:
     from journy_analytics import Analytics
 
-    analytics = Analytics(write_key="k", host=url, max_queue_size=total + 1)
+    calls = list(WORKLOADS[workload](total, run))
+    # The prepared calls are the harness's, not the application's: keep the garbage
+    # collector from walking them again and again during the measurement.
+    gc.collect()
+    gc.freeze()
+    analytics = Analytics(
+        write_key="k", host=url, max_events_in_batch=batch, max_queue_size=total + 1
+    )
     started = time.perf_counter()
-    for i in range(total):
-        analytics.track(user_id=f"user-{i % 500}", event="Measured", properties={"i": i})
-    assert analytics.close_and_flush(timeout=120)
-    return total / (time.perf_counter() - started)
+    for method, kwargs in calls:
+        getattr(analytics, method)(**kwargs)
+    assert analytics.close_and_flush(timeout=300)
+    elapsed = time.perf_counter() - started
+    del calls
+    gc.unfreeze()
+    assert analytics.stats()["delivered"] == total, analytics.stats()
+    return total / elapsed
+
+
+def fmt(rates: list[float]) -> str:
+    each = ", ".join(f"{r:,.0f}" for r in rates)
+    return f"{min(rates):,.0f} to {max(rates):,.0f} events/s  ({each})"
 
 
 def main() -> None:
@@ -81,21 +182,43 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=("raw", "sdk"), default=None)
+    parser.add_argument("--workload", choices=tuple(WORKLOADS), default=None)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start(os.path.join(tmp, "measure.db"))
-        try:
-            rate = raw_clients(url, args.events, args.batch, args.threads)
-            label = f"raw HTTP, {args.batch}-event batches, {args.threads} threads"
-            print(f"{label}: {rate:,.0f} events/s")
+    workloads = [args.workload] if args.workload else list(WORKLOADS)
+    print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()}", flush=True)
+
+    if args.only in (None, "raw"):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = os.path.join(tmp, "measure.db")
+            proc, url = start(db)
             try:
-                rate = sdk_client(url, args.events // 2)
-                print(f"through the SDK (defaults): {rate:,.0f} events/s")
-            except ImportError:
-                print("SDK not importable; skipped")
-        finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
+                for workload in workloads:
+                    rates = [
+                        raw_clients(url, workload, args.events, args.batch, args.threads, f"r{i}")
+                        for i in range(args.repeat)
+                    ]
+                    label = f"raw HTTP {workload}, {args.batch}-event batches, {args.threads} thr"
+                    print(f"{label} -> journy collector --db FILE: {fmt(rates)}", flush=True)
+            finally:
+                stop(proc)
+
+    if args.only in (None, "sdk"):
+        from journy_analytics.collector import CollectorThread
+
+        for db_kind in (":memory:", "file"):
+            for workload in workloads:
+                rates = []
+                for _ in range(args.repeat):
+                    with tempfile.TemporaryDirectory() as tmp:
+                        db = db_kind if db_kind == ":memory:" else os.path.join(tmp, "m.db")
+                        with CollectorThread(db=db) as c:
+                            rates.append(sdk_client(c.url, workload, args.events, args.batch, "s"))
+                            stats = c.stats()
+                            assert stats["events"] == args.events, stats
+                label = f"SDK {workload}, max_events_in_batch={args.batch}"
+                print(f"{label} -> CollectorThread(db={db_kind!r}): {fmt(rates)}", flush=True)
 
 
 if __name__ == "__main__":

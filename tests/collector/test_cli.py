@@ -192,3 +192,29 @@ def test_events_command_limit_and_all(capsys):
         everything = capsys.readouterr().out
     assert "(2 events)" in limited and "E0" not in limited and "E2" in limited
     assert "(3 events)" in everything and "E0" in everything
+
+
+def test_retry_after_flags(tmp_path):
+    proc, url = start_collector(
+        "--db", ":memory:", "--retry-after-rate", "1", "--retry-after", "4", cwd=tmp_path
+    )
+    try:
+        r = post(
+            url + "/backend/v1/batch", {"batch": [{"type": "track", "userId": "u", "event": "E"}]}
+        )
+        assert r.status == 429 and r.headers["Retry-After"] == "4"
+        faults = json.loads(urllib3.request("GET", url + "/api/faults").data)
+        assert faults["retry_after_rate"] == 1.0 and faults["retry_after"] == 4
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "flags", [["--retry-after-rate", "1.5"], ["--retry-after", "-1"], ["--retry-after", "x"]]
+)
+def test_bad_retry_after_flags_are_usage_errors(flags, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["collector", *flags])
+    assert exc.value.code == 2

@@ -106,3 +106,105 @@ def test_invalid_fault_settings():
         Faults(reset_when="during")
     with pytest.raises(ValueError):
         Faults().replace(nope=1)
+
+
+def test_retry_after_rate_answers_429_with_retry_after(collector, http):
+    collector.set_faults(retry_after_rate=1.0, retry_after=7)
+    r = http.batch(identify(1))
+    assert r.status == 429
+    assert r.headers["Retry-After"] == "7"
+    assert r.json()["code"] == "rate_limited"
+    assert collector.events() == []
+    assert collector.stats()["faults"] == {"rate_limited": 1}
+
+
+def test_rate_limit_uses_retry_after(collector, http):
+    collector.set_faults(rate_limit=1, retry_after=3)
+    while time.monotonic() % 1 > 0.5:  # both requests in one second-long window
+        time.sleep(0.05)
+    assert http.batch(identify(1)).status == 200
+    r = http.batch(identify(2))
+    assert (r.status, r.headers["Retry-After"]) == (429, "3")
+
+
+def test_fault_kinds_mix_on_one_stream_at_their_rates(make_http):
+    """One draw per request: each rate is the fraction of all requests with that fault."""
+    n = 400
+    faults = Faults(
+        fail_rate=0.3, retry_after_rate=0.1, reset_rate=0.05, reset_when="after", seed=11
+    )
+    with CollectorThread(faults=faults) as c:
+        http = make_http(c.url)
+        outcomes = []
+        for i in range(n):
+            try:
+                r = http.batch(identify(i))
+            except urllib3.exceptions.ProtocolError:
+                outcomes.append("reset")
+            else:
+                outcomes.append(r.status)
+                if r.status == 429:
+                    assert r.headers["Retry-After"] == "1"
+        counts = {k: outcomes.count(k) for k in (500, 429, "reset", 200)}
+        stats = c.stats()
+        assert stats["faults"] == {
+            "failed": counts[500],
+            "rate_limited": counts[429],
+            "reset": counts["reset"],
+        }
+        assert abs(counts[500] / n - 0.3) < 0.07
+        assert abs(counts[429] / n - 0.1) < 0.05
+        assert abs(counts["reset"] / n - 0.05) < 0.04 and counts["reset"] > 0
+        assert counts[200] == n - counts[500] - counts[429] - counts["reset"]
+        # Resets happened after the store: those events are stored too, nothing else is.
+        assert stats["stored"] == counts[200] + counts["reset"]
+        reset_ids = {
+            e["messageId"]
+            for r in c.requests()
+            if r["status"] == "reset"
+            for e in r["body"]["batch"]
+        }
+        ok_ids = {
+            e["messageId"] for r in c.requests() if r["status"] == 200 for e in r["body"]["batch"]
+        }
+        assert c.unique_message_ids() == reset_ids | ok_ids
+
+
+def test_fault_draws_replay_with_a_seed(make_http):
+    faults = Faults(fail_rate=0.3, retry_after_rate=0.3, fail_status=503, seed=5)
+
+    def statuses() -> list[int]:
+        with CollectorThread(faults=faults) as c:
+            http = make_http(c.url)
+            return [http.batch(identify(i)).status for i in range(60)]
+
+    first = statuses()
+    assert first == statuses()
+    assert set(first) == {200, 429, 503}
+
+
+def test_rates_adding_up_past_one_leave_the_later_kinds_what_is_left(collector, http):
+    collector.set_faults(fail_rate=1.0, retry_after_rate=1.0, reset_rate=1.0)
+    assert [http.batch(identify(i)).status for i in range(5)] == [500] * 5
+
+
+def test_faults_api_has_the_retry_after_settings(collector, http):
+    r = http.post("/api/faults", {"retry_after_rate": 0.25, "retry_after": 2})
+    assert r.status == 200
+    assert r.json()["retry_after_rate"] == 0.25 and r.json()["retry_after"] == 2
+    assert collector.faults.retry_after_rate == 0.25
+    assert http.get("/api/faults").json()["retry_after"] == 2
+    assert http.post("/api/faults", {"retry_after": -1}).status == 400
+    assert http.post("/api/faults", {"retry_after_rate": 2}).status == 400
+    assert http.get("/api/stats").json()["fault_settings"]["retry_after_rate"] == 0.25
+
+
+def test_invalid_retry_after_settings():
+    with pytest.raises(ValueError):
+        Faults(retry_after_rate=-0.1)
+    with pytest.raises(ValueError):
+        Faults(retry_after=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Faults(retry_after=True)
+    assert Faults(retry_after_rate=0.1).active
+    assert not Faults(retry_after=5).active

@@ -1,4 +1,4 @@
-"""Shared pieces of the reliability tests: collectors on loopback, fault injectors, scale.
+"""Shared pieces of the reliability tests: collectors on loopback, fault mixes, scale.
 
 Every test here runs a real client against a real server over 127.0.0.1 and asserts
 counts (sent, delivered, duplicates, dropped) that would fail if an event were lost.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ import pytest
 pytest.importorskip("aiohttp")
 
 from journy_analytics.collector import CollectorThread, Faults
-from journy_analytics.collector._faults import Decision, FaultInjector
 
 SOAK = os.environ.get("JOURNY_SOAK") == "1"
 
@@ -60,46 +58,23 @@ def collector() -> Iterator[CollectorThread]:
         yield c
 
 
-# -- a mix of faults the collector's Faults cannot express at once ---------------------
+# -- a mix of fault kinds on one stream of requests --------------------------------------
 
 
-class MixedFaults(FaultInjector):
+def mixed_faults(p500: float, p429: float, preset: float, seed: int = 1234) -> Faults:
     """One uniform draw per ingest request: ``p500`` answered 500, ``p429`` answered 429
     with ``Retry-After: 1``, ``preset`` stored and then reset (no answer), the rest
-    accepted. ``Faults`` has one ``fail_status`` and a per-second (not a per-request)
-    rate limit, so this subclass feeds the collector's own fault paths the decisions
-    directly; the collector still counts every fault it applies in ``stats()["faults"]``.
-    """
-
-    def __init__(self, p500: float, p429: float, preset: float, seed: int = 1234) -> None:
-        super().__init__(Faults())
-        self.p500, self.p429, self.preset = p500, p429, preset
-        self._draws = random.Random(seed)
-        self._mix_lock = threading.Lock()
-        self.enabled = True
-
-    def decide(self) -> Decision:
-        if not self.enabled:
-            return Decision()
-        with self._mix_lock:
-            r = self._draws.random()
-        if r < self.p500:
-            return Decision(fail_status=500)
-        r -= self.p500
-        if r < self.p429:
-            return Decision(rate_limited=True)
-        r -= self.p429
-        if r < self.preset:
-            return Decision(reset=True, reset_after_store=True)
-        return Decision()
-
-
-def install_injector(c: CollectorThread, injector: FaultInjector) -> None:
-    # CollectorThread has no public hook for a custom injector; CollectorState.faults is
-    # the documented attribute the server reads on every request.
-    state = c._require_state()
-    assert isinstance(state.faults, FaultInjector)
-    state.faults = injector
+    accepted. The collector counts every fault it applies in ``stats()["faults"]``
+    (the 429s as ``rate_limited``)."""
+    return Faults(
+        fail_rate=p500,
+        fail_status=500,
+        retry_after_rate=p429,
+        retry_after=1,
+        reset_rate=preset,
+        reset_when="after",
+        seed=seed,
+    )
 
 
 def reset_requests(c: CollectorThread) -> List[Dict[str, Any]]:

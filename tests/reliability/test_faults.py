@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from journy_analytics import Analytics, DeliveryError, RetryPolicy
 from journy_analytics.collector import CollectorThread
 
-from .conftest import MixedFaults, ids, install_injector, report, reset_requests, scales
+from .conftest import ids, mixed_faults, report, reset_requests, scales
 
 # -- mixed faults ----------------------------------------------------------------------
 
@@ -34,8 +34,7 @@ def test_mixed_faults_every_message_id_arrives(
     collector: CollectorThread, scale: Dict[str, int]
 ) -> None:
     n = scale["events"]
-    injector = MixedFaults(P500, P429, PRESET, seed=20240605)
-    install_injector(collector, injector)
+    collector.set_faults(mixed_faults(P500, P429, PRESET, seed=20240605))
     sent = ids("mixed", n)
     outcomes: Dict[str, Optional[BaseException]] = {}
     lock = threading.Lock()

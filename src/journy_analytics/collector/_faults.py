@@ -20,9 +20,18 @@ class Faults:
 
     Faults apply to the ingest endpoints only (never to ``/api/...``), in this order:
     ``latency_ms`` (every request waits), ``rate_limit`` (beyond ``rate_limit`` requests
-    in the current one-second window: ``429`` with ``Retry-After: 1``), ``fail_rate``
-    (answer ``fail_status`` without storing), ``reset_rate`` (close the connection
-    without any answer).
+    in the current one-second window: ``429`` with ``Retry-After: <retry_after>``), then
+    one random draw per request picks at most one of:
+
+    - ``fail_rate``: answer ``fail_status`` without storing;
+    - ``retry_after_rate``: answer ``429`` with ``Retry-After: <retry_after>`` (seconds)
+      without storing;
+    - ``reset_rate``: close the connection without any answer.
+
+    Each rate is the fraction of all (not rate-limited) requests that get that fault, so
+    ``Faults(fail_rate=0.3, retry_after_rate=0.1, reset_rate=0.05)`` answers 30% of
+    requests 500, 10% 429 and resets 5%, and accepts the other 55%. Should the rates add
+    up to more than 1, the later kinds in that list get only what is left.
 
     ``reset_when`` says whether a reset happens ``"after"`` the batch was stored (the
     client sees a failure although the server accepted the batch, so its retry produces
@@ -37,9 +46,11 @@ class Faults:
     reset_rate: float = 0.0
     reset_when: str = "after"
     seed: Optional[int] = None
+    retry_after_rate: float = 0.0
+    retry_after: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("fail_rate", "reset_rate"):
+        for name in ("fail_rate", "reset_rate", "retry_after_rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{name} must be a number between 0 and 1")
@@ -55,6 +66,12 @@ class Faults:
             or self.rate_limit < 0
         ):
             raise ValueError("rate_limit must be a non-negative int (requests per second) or None")
+        if (
+            isinstance(self.retry_after, bool)
+            or not isinstance(self.retry_after, int)
+            or self.retry_after < 0
+        ):
+            raise ValueError("retry_after must be a non-negative int (seconds)")
         if isinstance(self.latency_ms, bool) or not isinstance(self.latency_ms, (int, float)):
             raise ValueError("latency_ms must be a number")
         if self.latency_ms < 0:
@@ -69,7 +86,13 @@ class Faults:
     @property
     def active(self) -> bool:
         """True when at least one fault is switched on."""
-        return bool(self.fail_rate or self.rate_limit or self.latency_ms or self.reset_rate)
+        return bool(
+            self.fail_rate
+            or self.rate_limit
+            or self.latency_ms
+            or self.reset_rate
+            or self.retry_after_rate
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +116,7 @@ class Decision:
 
     delay: float = 0.0
     rate_limited: bool = False
+    retry_after: int = 1  # the Retry-After of a rate-limited answer, in seconds
     fail_status: Optional[int] = None
     reset: bool = False
     reset_after_store: bool = True
@@ -132,13 +156,21 @@ class FaultInjector:
                     self._window_count = 0
                 self._window_count += 1
                 if self._window_count > f.rate_limit:
-                    return Decision(delay=f.latency_ms / 1000.0, rate_limited=True)
-            # Draw both numbers every time so one setting does not shift the other's sequence.
-            fail_draw = self._random.random()
-            reset_draw = self._random.random()
-            return Decision(
-                delay=f.latency_ms / 1000.0,
-                fail_status=f.fail_status if fail_draw < f.fail_rate else None,
-                reset=reset_draw < f.reset_rate,
-                reset_after_store=f.reset_when == "after",
-            )
+                    return Decision(
+                        delay=f.latency_ms / 1000.0,
+                        rate_limited=True,
+                        retry_after=f.retry_after,
+                    )
+            # One draw per request, whatever the settings, so that a seed replays the same
+            # sequence and each rate is exactly the fraction of requests it names.
+            draw = self._random.random()
+            delay = f.latency_ms / 1000.0
+            if draw < f.fail_rate:
+                return Decision(delay=delay, fail_status=f.fail_status)
+            draw -= f.fail_rate
+            if draw < f.retry_after_rate:
+                return Decision(delay=delay, rate_limited=True, retry_after=f.retry_after)
+            draw -= f.retry_after_rate
+            if draw < f.reset_rate:
+                return Decision(delay=delay, reset=True, reset_after_store=f.reset_when == "after")
+            return Decision(delay=delay)

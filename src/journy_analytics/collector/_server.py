@@ -25,7 +25,7 @@ from journy_analytics.collector._ingest import (
 )
 from journy_analytics.collector._store import Store
 
-__all__ = ["DEFAULT_PATH", "CollectorState", "Server", "create_app"]
+__all__ = ["DEFAULT_PATH", "CollectorState", "Server", "create_app", "logged_requests"]
 
 DEFAULT_PATH = "/backend/v1/batch"
 
@@ -34,6 +34,26 @@ T = TypeVar("T")
 # Segment's single-event endpoints: the body is one event of the type in the path.
 _SINGLE_EVENT_PATHS = {f"/v1/{t}": t for t in EVENT_TYPES}
 _READ_CHUNK = 64 * 1024
+
+
+class _Encoded:
+    """A logged request body that parsed as JSON, kept as received until it is read."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def logged_requests(state: CollectorState) -> list[dict[str, Any]]:
+    """The request log, oldest first, each ``body`` decoded (None if it was not JSON)."""
+    records = []
+    for record in list(state.requests):
+        body = record.get("body")
+        if isinstance(body, _Encoded):
+            record = {**record, "body": orjson.loads(body.data)}
+        records.append(record)
+    return records
 
 
 class CollectorState:
@@ -176,7 +196,7 @@ async def _ingest(
         return _json(
             {"success": False, "code": "rate_limited", "message": "rate limit exceeded"},
             status=429,
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": str(decision.retry_after)},
         )
     if decision.fail_status is not None:
         counters["faults.failed"] = 1
@@ -184,7 +204,9 @@ async def _ingest(
 
     body = decode_body(raw, request.headers.get("Content-Encoding"))
     obj = parse_json(body)
-    record["body"] = obj
+    # Kept encoded, decoded when read (``logged_requests``): a thousand parsed batches
+    # would be a million live objects for the garbage collector to walk again and again.
+    record["body"] = _Encoded(body)
     header_key = _basic_auth_key(request.headers.get("Authorization"))
     if not state.key_accepted(header_key) and not state.key_accepted(write_key_from_body(obj)):
         missing = header_key is None and write_key_from_body(obj) is None
@@ -274,7 +296,7 @@ async def _message_ids(request: web.Request) -> web.Response:
 
 async def _requests(request: web.Request) -> web.Response:
     encoded = []
-    for record in list(request.app[_STATE].requests):
+    for record in logged_requests(request.app[_STATE]):
         try:
             encoded.append(orjson.dumps(record))
         except orjson.JSONEncodeError:  # a body nested deeper than orjson writes

@@ -12,6 +12,7 @@ resolved only after its transaction committed.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import sqlite3
 import threading
@@ -29,7 +30,7 @@ T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     message_id TEXT NOT NULL UNIQUE,
     generated_id INTEGER NOT NULL DEFAULT 0,
     type TEXT NOT NULL,
@@ -44,10 +45,17 @@ CREATE TABLE IF NOT EXISTS events (
     received_at TEXT NOT NULL,
     body BLOB NOT NULL
 );
--- Only what profile counts need: every index costs each commit, and filtering a local
--- collector's events by type or userId scans fast enough.
-CREATE INDEX IF NOT EXISTS events_profile ON events(profile_id);
-CREATE INDEX IF NOT EXISTS events_group ON events(group_id);
+-- No index besides messageId's: each one costs several microseconds per stored event.
+-- Profile event counts are kept in profile_events and account_events instead, and
+-- filtering a local collector's events by type, userId or groupId scans fast enough.
+CREATE TABLE IF NOT EXISTS profile_events (
+    id TEXT PRIMARY KEY,  -- an event's userId, else its anonymousId
+    n INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_events (
+    id TEXT PRIMARY KEY,  -- an event's groupId or context.groupId
+    n INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     identified INTEGER NOT NULL DEFAULT 0,
@@ -80,7 +88,27 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
-_TABLES = ("events", "users", "accounts", "memberships", "aliases", "counters")
+_TABLES = (
+    "events",
+    "users",
+    "accounts",
+    "memberships",
+    "aliases",
+    "counters",
+    "profile_events",
+    "account_events",
+)
+
+# A database written by an earlier collector indexed events by profile and account
+# instead of counting them: count them once, then drop those indexes.
+_MIGRATE_COUNTS = """
+INSERT INTO profile_events (id, n)
+    SELECT profile_id, COUNT(*) FROM events WHERE profile_id IS NOT NULL GROUP BY profile_id;
+INSERT INTO account_events (id, n)
+    SELECT group_id, COUNT(*) FROM events WHERE group_id IS NOT NULL GROUP BY group_id;
+DROP INDEX IF EXISTS events_profile;
+DROP INDEX IF EXISTS events_group;
+"""
 
 
 def _now() -> str:
@@ -131,85 +159,193 @@ def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
-class _Profiles:
-    """Users, accounts and links touched by one transaction: read in bulk, written once."""
+# SQLite's limit on the parameters of one statement (999 before 3.32, 32766 since).
+_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_MAX_ROWS_PER_STATEMENT = 500
 
-    def __init__(self, conn: sqlite3.Connection, now: str) -> None:
-        self._conn = conn
-        self._now = now
-        self.users: dict[str, list[Any]] = {}  # id -> [identified, traits]
-        self.accounts: dict[str, dict[str, Any]] = {}
-        self.memberships: dict[tuple[str, str], None] = {}  # ordered set
+
+def _insert_rows(
+    conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = ""
+) -> None:
+    """``head VALUES (...), (...), ... tail`` for every row, in a few large statements.
+
+    The same as ``executemany(head + " VALUES (?, ...) " + tail, rows)``, but much faster
+    in a busy process: the sqlite3 module releases and takes back the GIL around every
+    statement step, and while the HTTP thread holds the GIL each take-back can wait for a
+    whole switch interval; ``executemany`` steps once per row, this once per statement.
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    per_statement = max(1, min(_MAX_ROWS_PER_STATEMENT, _MAX_VARIABLES // width))
+    values = "(" + _placeholders(width) + ")"
+    full_sql = ""
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        if len(chunk) == per_statement and full_sql:
+            sql = full_sql
+        else:
+            sql = f"{head} VALUES {','.join([values] * len(chunk))} {tail}"
+            if len(chunk) == per_statement:
+                full_sql = sql
+        conn.execute(sql, list(itertools.chain.from_iterable(chunk)))
+
+
+class _Cache:
+    """Profile rows as committed, kept by the store thread so that a transaction neither
+    reads nor decodes the rows it merges into, and encodes traits only when they changed.
+
+    Only the store thread touches it. It mirrors the database exactly after every commit;
+    a rolled-back transaction may have changed it, so a rollback clears it (it refills from
+    the database), and so does a reset. It holds at most ``limit`` users or accounts.
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        # id -> [identified, traits, traits as committed JSON or None when changed]
+        self.users: dict[str, list[Any]] = {}
+        # id -> [traits, JSON or None]
+        self.accounts: dict[str, list[Any]] = {}
+        self.memberships: set[tuple[str, str]] = set()
+
+    def clear(self) -> None:
+        self.users.clear()
+        self.accounts.clear()
+        self.memberships.clear()
+
+    def trim(self) -> None:
+        if (
+            len(self.users) > self.limit
+            or len(self.accounts) > self.limit
+            or len(self.memberships) > self.limit
+        ):
+            self.clear()
+
+
+class _Transaction:
+    """Everything one group commit writes, gathered in memory and written in one go."""
+
+    def __init__(self, conn: sqlite3.Connection, cache: _Cache) -> None:
+        self.conn = conn
+        self.cache = cache
+        self.now = _now()
+        self.events: list[tuple[Any, ...]] = []
+        self.message_ids: set[str] = set()
+        self.users: dict[str, list[Any]] = {}  # touched: id -> cache entry
+        self.accounts: dict[str, list[Any]] = {}
+        self.memberships: dict[tuple[str, str], None] = {}  # new links, in order
         self.aliases: dict[str, str] = {}
+        self.profile_events: dict[str, int] = {}
+        self.account_events: dict[str, int] = {}
+        self.counters: dict[str, int] = {}
 
-    def preload(self, user_ids: Iterable[str], account_ids: Iterable[str]) -> None:
-        users = sorted(set(user_ids) - self.users.keys())
+    def load(self, user_ids: Iterable[str], account_ids: Iterable[str]) -> None:
+        """Bring the rows of these users and accounts into the cache (absent: created)."""
+        cache = self.cache
+        users = sorted(set(user_ids) - cache.users.keys())
         for chunk in _chunks(users):
-            rows = self._conn.execute(
+            rows = self.conn.execute(
                 "SELECT id, identified, traits FROM users WHERE id IN "
                 f"({_placeholders(len(chunk))})",
                 list(chunk),
             )
             for uid, identified, traits in rows:
-                self.users[uid] = [bool(identified), orjson.loads(traits)]
-        accounts = sorted(set(account_ids) - self.accounts.keys())
+                cache.users[uid] = [bool(identified), orjson.loads(traits), traits]
+        for uid in users:
+            if uid not in cache.users:
+                cache.users[uid] = [False, {}, None]
+        accounts = sorted(set(account_ids) - cache.accounts.keys())
         for chunk in _chunks(accounts):
-            rows = self._conn.execute(
+            rows = self.conn.execute(
                 f"SELECT id, traits FROM accounts WHERE id IN ({_placeholders(len(chunk))})",
                 list(chunk),
             )
             for aid, traits in rows:
-                self.accounts[aid] = orjson.loads(traits)
+                cache.accounts[aid] = [orjson.loads(traits), traits]
+        for aid in accounts:
+            if aid not in cache.accounts:
+                cache.accounts[aid] = [{}, None]
 
-    def user(self, user_id: str, identified: bool) -> dict[str, Any]:
-        entry = self.users.get(user_id)
-        if entry is None:
-            entry = self.users[user_id] = [False, {}]
-        if identified:
-            entry[0] = True
-        traits: dict[str, Any] = entry[1]
-        return traits
+    def bump(self, counters: Mapping[str, int]) -> None:
+        mine = self.counters
+        for name, n in counters.items():
+            mine[name] = mine.get(name, 0) + n
 
-    def account(self, account_id: str) -> dict[str, Any]:
-        traits = self.accounts.get(account_id)
-        if traits is None:
-            traits = self.accounts[account_id] = {}
-        return traits
-
-    def membership(self, user_id: str, account_id: str) -> None:
-        self.account(account_id)
-        self.memberships[(user_id, account_id)] = None
+    def flush(self) -> None:
+        """Write what was gathered so far, and start gathering afresh."""
+        self.write()
+        self.events = []
+        self.message_ids = set()
+        self.users = {}
+        self.accounts = {}
+        self.memberships = {}
+        self.aliases = {}
+        self.profile_events = {}
+        self.account_events = {}
+        self.counters = {}
 
     def write(self) -> None:
-        now = self._now
-        self._conn.executemany(
-            "INSERT INTO users (id, identified, traits, first_seen, last_seen) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "identified = excluded.identified, traits = excluded.traits, "
-            "last_seen = excluded.last_seen",
-            [
-                (uid, int(identified), orjson.dumps(traits).decode(), now, now)
-                for uid, (identified, traits) in self.users.items()
-            ],
-        )
-        self._conn.executemany(
-            "INSERT INTO accounts (id, traits, first_seen, last_seen) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET traits = excluded.traits, "
-            "last_seen = excluded.last_seen",
-            [
-                (aid, orjson.dumps(traits).decode(), now, now)
-                for aid, traits in self.accounts.items()
-            ],
-        )
-        self._conn.executemany(
-            "INSERT OR IGNORE INTO memberships (user_id, account_id, first_seen) VALUES (?, ?, ?)",
-            [(uid, aid, now) for uid, aid in self.memberships],
-        )
-        self._conn.executemany(
-            "INSERT INTO aliases (previous_id, user_id, first_seen) VALUES (?, ?, ?) "
-            "ON CONFLICT(previous_id) DO UPDATE SET user_id = excluded.user_id",
-            [(prev, uid, now) for prev, uid in self.aliases.items()],
-        )
+        conn, now = self.conn, self.now
+        if self.events:
+            _insert_rows(
+                conn,
+                "INSERT INTO events (message_id, generated_id, type, received_type, user_id, "
+                "anonymous_id, profile_id, group_id, event, name, timestamp, received_at, "
+                "body)",
+                self.events,
+            )
+        if self.users:
+            rows = []
+            for uid, entry in self.users.items():
+                if entry[2] is None:
+                    entry[2] = orjson.dumps(entry[1]).decode()
+                rows.append((uid, int(entry[0]), entry[2], now, now))
+            _insert_rows(
+                conn,
+                "INSERT INTO users (id, identified, traits, first_seen, last_seen)",
+                rows,
+                "ON CONFLICT(id) DO UPDATE SET identified = excluded.identified, "
+                "traits = excluded.traits, last_seen = excluded.last_seen",
+            )
+        if self.accounts:
+            account_rows = []
+            for aid, entry in self.accounts.items():
+                if entry[1] is None:
+                    entry[1] = orjson.dumps(entry[0]).decode()
+                account_rows.append((aid, entry[1], now, now))
+            _insert_rows(
+                conn,
+                "INSERT INTO accounts (id, traits, first_seen, last_seen)",
+                account_rows,
+                "ON CONFLICT(id) DO UPDATE SET traits = excluded.traits, "
+                "last_seen = excluded.last_seen",
+            )
+        if self.memberships:
+            _insert_rows(
+                conn,
+                "INSERT OR IGNORE INTO memberships (user_id, account_id, first_seen)",
+                [(uid, aid, now) for uid, aid in self.memberships],
+            )
+        if self.aliases:
+            _insert_rows(
+                conn,
+                "INSERT INTO aliases (previous_id, user_id, first_seen)",
+                [(prev, uid, now) for prev, uid in self.aliases.items()],
+                "ON CONFLICT(previous_id) DO UPDATE SET user_id = excluded.user_id",
+            )
+        for table, counts in (
+            ("profile_events", self.profile_events),
+            ("account_events", self.account_events),
+        ):
+            if counts:
+                # Table names cannot be SQL parameters; these two are constants.
+                _insert_rows(
+                    conn,
+                    f"INSERT INTO {table} (id, n)",
+                    list(counts.items()),
+                    "ON CONFLICT(id) DO UPDATE SET n = n + excluded.n",
+                )
+        Store._bump(conn, self.counters)
 
 
 _MAX_GROUP = 64
@@ -253,6 +389,7 @@ class Store:
         self.path = path
         self._jobs: queue.SimpleQueue[Optional[_Job]] = queue.SimpleQueue()
         self._conn: Optional[sqlite3.Connection] = None
+        self._cache = _Cache()
         self._close_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(
@@ -306,16 +443,21 @@ class Store:
     def _commit_group(self, group: list[_Job]) -> None:
         try:
             conn = self._db()
+            self._cache.trim()
             conn.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
             for job in group:
                 job.fail(exc)
             return
         try:
-            results = [job.fn(*job.args) for job in group]
+            tx = _Transaction(conn, self._cache)
+            results = [job.fn(tx, *job.args) for job in group]
+            tx.write()
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK")
+            # The cache may hold changes of the transaction that did not happen.
+            self._cache.clear()
             if len(group) == 1:
                 group[0].fail(exc)
                 return
@@ -340,7 +482,16 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             # Fewer, larger checkpoints: each one pays for an fsync.
             conn.execute("PRAGMA wal_autocheckpoint=16384")
-        conn.executescript(_SCHEMA)
+        # Index pages of a large collection stay in memory (64 MB at most).
+        conn.execute("PRAGMA cache_size=-65536")
+        existing = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        migrate = "events" in existing and "profile_events" not in existing
+        # One transaction: a crash half-way leaves the database as it was.
+        conn.executescript(
+            "BEGIN IMMEDIATE;" + _SCHEMA + (_MIGRATE_COUNTS if migrate else "") + "COMMIT;"
+        )
         self._conn = conn
 
     def close(self) -> None:
@@ -378,56 +529,91 @@ class Store:
         """Delete every event, profile and counter."""
         return self._submit(self._reset, write=True)
 
-    def _ingest(self, events: list[PreparedEvent], counters: dict[str, int]) -> IngestResult:
+    def _ingest(
+        self, tx: _Transaction, events: list[PreparedEvent], counters: dict[str, int]
+    ) -> IngestResult:
         # A copy: a failed group commit runs this again, and must not count twice.
         counters = dict(counters)
-        conn = self._db()
-        now = _now()
-        seen = self._stored_ids(conn, [ev.message_id for ev in events])
+        seen = tx.message_ids
+        stored = self._stored_ids(
+            tx.conn, [ev.message_id for ev in events if ev.message_id not in seen]
+        )
         fresh: list[PreparedEvent] = []
         for ev in events:
             # At-least-once delivery: a retried event changes nothing the second time.
-            if ev.message_id not in seen:
-                seen.add(ev.message_id)
+            message_id = ev.message_id
+            if message_id not in seen and message_id not in stored:
+                seen.add(message_id)
                 fresh.append(ev)
-        conn.executemany(
-            "INSERT INTO events (message_id, generated_id, type, received_type, user_id, "
-            "anonymous_id, profile_id, group_id, event, name, timestamp, received_at, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
+        tx.load(
+            {ev.profile_id for ev in fresh if ev.profile_id is not None},
+            {ev.group_id for ev in fresh if ev.group_id is not None},
+        )
+        now = tx.now
+        rows = tx.events
+        cached_users, cached_accounts = tx.cache.users, tx.cache.accounts
+        known_links = tx.cache.memberships
+        users, accounts, links = tx.users, tx.accounts, tx.memberships
+        profile_events, account_events = tx.profile_events, tx.account_events
+        for ev in fresh:
+            user_id, group_id, kind = ev.user_id, ev.group_id, ev.type
+            profile_id = user_id if user_id is not None else ev.anonymous_id
+            rows.append(
                 (
                     ev.message_id,
                     int(ev.generated_message_id),
-                    ev.type,
+                    kind,
                     ev.received_type,
-                    ev.user_id,
+                    user_id,
                     ev.anonymous_id,
-                    ev.profile_id,
-                    ev.group_id,
+                    profile_id,
+                    group_id,
                     ev.event,
                     ev.name,
                     ev.timestamp,
                     now,
                     ev.body,
                 )
-                for ev in fresh
-            ],
-        )
-        profiles = _Profiles(conn, now)
-        profiles.preload(
-            (ev.profile_id for ev in fresh if ev.profile_id is not None),
-            (ev.group_id for ev in fresh if ev.group_id is not None),
-        )
-        for ev in fresh:
-            self._apply(profiles, ev)
-        profiles.write()
-        stored, duplicates = len(fresh), len(events) - len(fresh)
+            )
+            if group_id is not None:
+                account_events[group_id] = account_events.get(group_id, 0) + 1
+                account = accounts.get(group_id)
+                if account is None:
+                    account = accounts[group_id] = cached_accounts[group_id]
+                if kind == "group":
+                    if ev.traits and merge_traits(account[0], ev.traits):
+                        account[1] = None
+                    if user_id is None and ev.anonymous_id == group_id:
+                        # journy.io's way to update an account without any user.
+                        if profile_id is not None:
+                            profile_events[profile_id] = profile_events.get(profile_id, 0) + 1
+                        continue
+            if profile_id is None:
+                continue
+            profile_events[profile_id] = profile_events.get(profile_id, 0) + 1
+            user = users.get(profile_id)
+            if user is None:
+                user = users[profile_id] = cached_users[profile_id]
+            if user_id is not None:
+                user[0] = True
+            if kind == "identify":
+                if ev.traits and merge_traits(user[1], ev.traits):
+                    user[2] = None
+            elif kind == "alias" and ev.previous_id is not None:
+                tx.aliases[ev.previous_id] = profile_id
+            if group_id is not None:
+                # group, and track/page/screen "in the context of" an account.
+                link = (profile_id, group_id)
+                if link not in known_links:
+                    known_links.add(link)
+                    links[link] = None
+        stored_count, duplicates = len(fresh), len(events) - len(fresh)
         counters["received"] = counters.get("received", 0) + len(events)
-        counters["stored"] = counters.get("stored", 0) + stored
+        counters["stored"] = counters.get("stored", 0) + stored_count
         counters["duplicates"] = counters.get("duplicates", 0) + duplicates
         counters["accepted_requests"] = counters.get("accepted_requests", 0) + 1
-        self._bump(conn, counters)
-        return IngestResult(stored, duplicates)
+        tx.bump(counters)
+        return IngestResult(stored_count, duplicates)
 
     @staticmethod
     def _stored_ids(conn: sqlite3.Connection, message_ids: list[str]) -> set[str]:
@@ -441,41 +627,26 @@ class Store:
             found.update(r[0] for r in rows)
         return found
 
-    @staticmethod
-    def _apply(profiles: _Profiles, ev: PreparedEvent) -> None:
-        profile_id = ev.profile_id
-        if ev.type == "group" and ev.group_id is not None:
-            merge_traits(profiles.account(ev.group_id), ev.traits)
-            if ev.user_id is None and ev.anonymous_id == ev.group_id:
-                # journy.io's way to update an account without any user.
-                return
-        if profile_id is None:
-            return
-        user_traits = profiles.user(profile_id, identified=ev.user_id is not None)
-        if ev.type == "identify":
-            merge_traits(user_traits, ev.traits)
-        elif ev.type == "alias" and ev.previous_id is not None:
-            profiles.aliases[ev.previous_id] = profile_id
-        if ev.group_id is not None:
-            # group, and track/page/screen "in the context of" an account.
-            profiles.membership(profile_id, ev.group_id)
-
-    def _count(self, counters: dict[str, int]) -> None:
-        self._bump(self._db(), counters)
+    def _count(self, tx: _Transaction, counters: dict[str, int]) -> None:
+        tx.bump(counters)
 
     @staticmethod
     def _bump(conn: sqlite3.Connection, counters: Mapping[str, int]) -> None:
-        conn.executemany(
-            "INSERT INTO counters (name, n) VALUES (?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET n = n + excluded.n",
+        _insert_rows(
+            conn,
+            "INSERT INTO counters (name, n)",
             [(name, n) for name, n in counters.items() if n],
+            "ON CONFLICT(name) DO UPDATE SET n = n + excluded.n",
         )
 
-    def _reset(self) -> None:
+    def _reset(self, tx: _Transaction) -> None:
+        # What earlier requests of this transaction gathered goes in first, then goes.
+        tx.flush()
         conn = self._db()
         # Table names cannot be SQL parameters; these come from a constant tuple.
         for table in _TABLES:
             conn.execute(f"DELETE FROM {table}")
+        self._cache.clear()
 
     # -- reads ------------------------------------------------------------------------
 
@@ -543,9 +714,7 @@ class Store:
                 "SELECT previous_id FROM aliases WHERE user_id = ? ORDER BY rowid", (user_id,)
             )
         ]
-        (events,) = conn.execute(
-            "SELECT COUNT(*) FROM events WHERE profile_id = ?", (user_id,)
-        ).fetchone()
+        events = self._event_count(conn, "profile_events", user_id)
         return {
             "id": user_id,
             "identified": bool(row[0]),
@@ -575,9 +744,7 @@ class Store:
                 (account_id,),
             )
         ]
-        (events,) = conn.execute(
-            "SELECT COUNT(*) FROM events WHERE group_id = ?", (account_id,)
-        ).fetchone()
+        events = self._event_count(conn, "account_events", account_id)
         return {
             "id": account_id,
             "traits": orjson.loads(row[0]),
@@ -586,6 +753,12 @@ class Store:
             "firstSeen": row[1],
             "lastSeen": row[2],
         }
+
+    @staticmethod
+    def _event_count(conn: sqlite3.Connection, table: str, id: str) -> int:
+        # ``table`` is one of two constants (profile_events, account_events).
+        row = conn.execute(f"SELECT n FROM {table} WHERE id = ?", (id,)).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def message_ids(self) -> Future[set[str]]:
         """The distinct messageIds received (ids the collector made up are left out)."""

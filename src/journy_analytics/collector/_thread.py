@@ -11,7 +11,12 @@ from typing import Any, Iterable, Optional
 import orjson
 
 from journy_analytics.collector._faults import Faults
-from journy_analytics.collector._server import DEFAULT_PATH, CollectorState, Server
+from journy_analytics.collector._server import (
+    DEFAULT_PATH,
+    CollectorState,
+    Server,
+    logged_requests,
+)
 from journy_analytics.collector._store import Store
 
 __all__ = ["CollectorThread"]
@@ -261,7 +266,7 @@ class CollectorThread:
         """Recent ingest requests, oldest first: ``method``, ``path``, ``query``,
         ``headers`` (dict), ``body`` (the decoded JSON, or None if it did not decode),
         ``size`` (bytes on the wire), ``status`` (int, or ``"reset"``), and ``error``."""
-        return list(self._require_state().requests)
+        return logged_requests(self._require_state())
 
     def clear_requests(self) -> None:
         self._require_state().requests.clear()
