@@ -31,7 +31,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 import orjson
 
 from journy_analytics._delivery import BatchResult, BatchSender, RetryState
-from journy_analytics._encoding import MAX_BATCH_BYTES
+from journy_analytics._encoding import MAX_BATCH_BYTES, compact
 from journy_analytics._errors import DeliveryError
 from journy_analytics._events import Emitter
 from journy_analytics._retry import RetryPolicy
@@ -110,6 +110,7 @@ class Worker:
         )
         self._spool: Optional[Spool] = None
         self._spool_error: Optional[str] = None
+        self._compact_after = 2 * config.max_events_in_batch
         self._reset()
         if config.spool_path is not None:
             self._open_spool(config.spool_path)
@@ -246,6 +247,10 @@ class Worker:
         if n >= self._config.max_queue_size:
             self._on_overflow(data, callback)
             return False
+        if n >= self._compact_after:
+            # This event will wait: keep it in exactly its size. Events sent at once skip
+            # the copy; their buffers are recycled as soon as the batch is out.
+            data = compact(data)
         q.append(data if callback is None else (data, callback))
         n += 1
         if (n == 1 or n >= self._config.max_events_in_batch) and not self._wake.is_set():
