@@ -9,6 +9,9 @@ import pytest
 from journy_analytics import Analytics
 from journy_analytics.collector import CollectorThread
 
+# Exactly what the README tells users to put in their conftest.py (the journy_capture fixture).
+pytest_plugins = ["journy_analytics.testing"]
+
 
 @pytest.fixture
 def collector() -> Iterator[CollectorThread]:
