@@ -42,7 +42,7 @@ def test_group_track_page_screen_alias_shapes() -> None:
     page = m.build_page(user_id="u", category="Docs", name="Pricing", properties={"url": "x"})
     assert page["name"] == "Pricing" and page["category"] == "Docs"
     assert page["properties"] == {"url": "x", "category": "Docs"}
-    screen = m.build_screen(user_id="u", name="Home", category="App")
+    screen = m.build_page(user_id="u", name="Home", category="App", kind="screen")
     assert screen["type"] == "screen" and screen["properties"] == {}
     alias = m.build_alias(user_id="u", previous_id="anon-1")
     assert alias["previousId"] == "anon-1" and alias["userId"] == "u"

@@ -24,7 +24,6 @@ __all__ = [
     "build_group",
     "build_identify",
     "build_page",
-    "build_screen",
     "build_track",
     "format_timestamp",
     "new_message_id",
@@ -282,33 +281,6 @@ def build_page(
             props = {**props, "category": category}
     msg["properties"] = props
     return msg
-
-
-def build_screen(
-    user_id: Any = None,
-    anonymous_id: Any = None,
-    category: Any = None,
-    name: Any = None,
-    properties: Any = None,
-    timestamp: Timestamp = None,
-    context: Any = None,
-    integrations: Any = None,
-    message_id: Any = None,
-    group_id: Any = None,
-) -> Dict[str, Any]:
-    return build_page(
-        user_id,
-        anonymous_id,
-        category,
-        name,
-        properties,
-        timestamp,
-        context,
-        integrations,
-        message_id,
-        group_id,
-        kind="screen",
-    )
 
 
 def build_alias(

@@ -304,7 +304,7 @@ class Analytics:
     ) -> None:
         """Record a screen view in an app."""
         self._enqueue(
-            m.build_screen(
+            m.build_page(
                 user_id,
                 anonymous_id,
                 category,
@@ -315,6 +315,7 @@ class Analytics:
                 integrations,
                 message_id,
                 group_id,
+                kind="screen",
             ),
             callback,
         )
