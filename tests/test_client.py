@@ -530,3 +530,34 @@ def test_during_an_outage_only_retries_probe_the_server(collector: CollectorThre
     collector.start()
     assert a.close_and_flush(10)
     assert collector.unique_message_ids() == {f"o-{i}" for i in range(51)}
+
+
+def test_calls_racing_close_are_delivered_or_reported(collector: CollectorThread) -> None:
+    a = Analytics(write_key="k", host=collector.url, flush_interval=0.01, max_queue_size=1_000_000)
+    refused: List[Dict[str, Any]] = []
+    a.on("call_after_close", refused.append)
+    errors: List[DeliveryError] = []
+    a.on("error", errors.append)
+    stop = threading.Event()
+    made = [0]
+
+    def keep_tracking() -> None:
+        while not stop.is_set():
+            a.track(user_id="u", event="Race", message_id=f"race-{made[0]}")
+            made[0] += 1
+            # Yield the GIL like a real app between requests: a thread spinning on a closed
+            # client would starve the collector that shares this process.
+            time.sleep(0)
+
+    producer = threading.Thread(target=keep_tracking)
+    producer.start()
+    time.sleep(0.2)
+    assert a.close_and_flush(30)
+    time.sleep(0.05)
+    stop.set()
+    producer.join()
+    delivered = collector.unique_message_ids()
+    reported = {e["messageId"] for error in errors for e in error.events}
+    after_close = {m["messageId"] for m in refused}
+    assert after_close, "the producer kept calling after close"
+    assert {f"race-{i}" for i in range(made[0])} == delivered | reported | after_close

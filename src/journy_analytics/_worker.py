@@ -405,7 +405,10 @@ class Worker:
         end = taken + len(q)
         if end <= first:
             return
-        bodies = [_data(q[i - taken]) for i in range(max(first, taken), end)]
+        try:
+            bodies = [_data(q[i - taken]) for i in range(max(first, taken), end)]
+        except IndexError:
+            return  # close() drained the queue meanwhile; it commits what it keeps itself
         try:
             spool.append(max(first, taken), bodies)
         except Exception as exc:
@@ -626,6 +629,7 @@ class Worker:
         settled = self.flush(timeout)
         if not settled:
             self._abort.set()
+            self._wake.set()  # the dispatcher may be waiting; it must see the abort now
             if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
                 self._dispatcher.join(_remaining(deadline, cap=0.5))
             with self._lock:
@@ -642,6 +646,11 @@ class Worker:
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread():
             dispatcher.join(_remaining(deadline, cap=1.0))
+        if self._queue:
+            # A call that raced close_and_flush() got in after the last batch was cut.
+            if self._spool is not None:
+                self._commit_to_spool()
+            self._drop_queued(kept=self._spool is not None)
         for _ in self._senders:
             self._work.put(None)
         if self._spool is not None:

@@ -107,6 +107,8 @@ class Analytics:
         self._emitter = Emitter()
         self._closed = False
         self._close_lock = threading.Lock()
+        self._calls_after_close = 0
+        self._after_close_logged_at = -10.0
         if self.disable:
             make: Any = _NullHttpClient
             owns = True
@@ -354,10 +356,18 @@ class Analytics:
 
     def _after_close(self, data: bytes, callback: Optional[Callback]) -> None:
         message = orjson.loads(data)
-        logger.warning(
-            "journy_analytics: %s() called after close_and_flush(); the event is not sent",
-            message.get("type"),
-        )
+        self._calls_after_close += 1
+        now = time.monotonic()
+        if now - self._after_close_logged_at >= 10.0:
+            # The first such call, then one line per 10 s: a loop that keeps calling a closed
+            # client must not flood the logs. Every call is still emitted and counted.
+            self._after_close_logged_at = now
+            logger.warning(
+                "journy_analytics: %s() called after close_and_flush() (%d such call(s) so "
+                "far); the event is not sent",
+                message.get("type"),
+                self._calls_after_close,
+            )
         self._emitter.emit("call_after_close", message)
         if callback is not None:
             try:
@@ -418,6 +428,7 @@ class Analytics:
         batches_sent, requests, bytes_sent, worker_alive."""
         figures = self._worker.stats()
         figures["closed"] = self._closed
+        figures["calls_after_close"] = self._calls_after_close
         figures["disabled"] = self.disable
         return figures
 
