@@ -55,6 +55,7 @@ class ScriptedServer:
         self.steps: List[Any] = list(steps)
         self.bodies: List[Any] = []
         self.headers: List[Any] = []
+        self.client_ports: List[int] = []  # one per request: equal ports mean one connection
         self.lock = threading.Lock()
         server = self
 
@@ -71,6 +72,7 @@ class ScriptedServer:
                 with server.lock:
                     step = server.steps.pop(0) if server.steps else 200
                     server.headers.append(dict(self.headers))
+                    server.client_ports.append(self.client_address[1])
                 step = step if isinstance(step, dict) else {"status": step}
                 if step.get("delay"):
                     import time

@@ -561,3 +561,14 @@ def test_calls_racing_close_are_delivered_or_reported(collector: CollectorThread
     after_close = {m["messageId"] for m in refused}
     assert after_close, "the producer kept calling after close"
     assert {f"race-{i}" for i in range(made[0])} == delivered | reported | after_close
+
+
+def test_batches_reuse_one_keep_alive_connection(scripted: Any) -> None:
+    server = scripted()
+    a = Analytics(write_key="k", host=server.url, flush_interval=0.01)
+    for i in range(5):
+        a.track(user_id="u", event="E", message_id=f"ka-{i}")
+        assert a.flush(10)
+    assert a.close_and_flush(10)
+    assert len(server.client_ports) == 5
+    assert len(set(server.client_ports)) == 1, "every batch went over the same connection"
