@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from journy_analytics import Response, RetryPolicy
-from journy_analytics._delivery import BatchSender
+from journy_analytics._delivery import BatchResult, BatchSender
 from journy_analytics._events import Emitter
 
 Step = Union[Response, Exception]
@@ -50,6 +50,24 @@ class FakeClock:
         return self.abort_after is not None and len(self.sleeps) >= self.abort_after
 
 
+class Driver:
+    """The worker's retry loop, run synchronously: attempt, sleep on the fake clock (where
+    the worker would park the batch), attempt again."""
+
+    def __init__(self, sender: BatchSender, clock: FakeClock) -> None:
+        self.sender = sender
+        self.clock = clock
+
+    def send(self, events: List[bytes]) -> BatchResult:
+        state = self.sender.start(events)
+        while True:
+            result = self.sender.attempt(state)
+            if isinstance(result, BatchResult):
+                return result
+            if self.clock.wait(result):
+                return self.sender.closed(state, "the client closed while waiting to retry")
+
+
 def make_sender(
     transport: ScriptedTransport,
     clock: FakeClock,
@@ -57,8 +75,8 @@ def make_sender(
     gzip_on: bool = False,
     emitter: Optional[Emitter] = None,
     aborted: bool = False,
-) -> BatchSender:
-    return BatchSender(
+) -> Driver:
+    sender = BatchSender(
         url="http://127.0.0.1:9/backend/v1/batch",
         write_key="secret-key",
         policy=policy or RetryPolicy(),
@@ -66,12 +84,12 @@ def make_sender(
         gzip=gzip_on,
         emitter=emitter or Emitter(),
         transport=lambda: transport,
-        wait=clock.wait,
         aborted=lambda: aborted,
         clock=clock.monotonic,
         wall_clock=lambda: 1_700_000_000.0,
         draw=lambda: 0.0,
     )
+    return Driver(sender, clock)
 
 
 EVENTS = [orjson.dumps({"type": "track", "event": f"E{i}", "messageId": f"m{i}"}) for i in range(3)]

@@ -12,7 +12,7 @@ import ssl
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import orjson
 
@@ -98,7 +98,6 @@ class BatchSender:
         gzip: bool,
         emitter: Emitter,
         transport: Callable[[], HttpClient],
-        wait: Callable[[float], bool],
         aborted: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -111,8 +110,6 @@ class BatchSender:
         self._gzip = gzip
         self._emitter = emitter
         self._transport = transport
-        # wait(seconds) sleeps and returns True when the sleep was cut short by close.
-        self._wait = wait
         self._aborted = aborted
         self._clock = clock
         self._wall_clock = wall_clock
@@ -143,16 +140,6 @@ class BatchSender:
 
     def start(self, events: List[bytes]) -> RetryState:
         return RetryState(b",".join(events), len(events), self._clock())
-
-    def send(self, events: List[bytes]) -> BatchResult:
-        """Deliver with retries, sleeping through ``wait`` between attempts."""
-        state = self.start(events)
-        while True:
-            result = self.attempt(state)
-            if isinstance(result, BatchResult):
-                return result
-            if self._wait(result):
-                return self.closed(state, "the client closed while waiting to retry")
 
     def closed(self, state: RetryState, why: str) -> BatchResult:
         return BatchResult(
@@ -280,7 +267,3 @@ def _describe(
 def _short(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def decode_events(items: Sequence[bytes]) -> List[Dict[str, Any]]:
-    return [orjson.loads(data) for data in items]

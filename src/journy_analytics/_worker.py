@@ -203,7 +203,6 @@ class Worker:
             gzip=cfg.gzip,
             emitter=self._emitter,
             transport=self._get_transport,
-            wait=self._abort.wait,
             aborted=self._abort.is_set,
         )
 

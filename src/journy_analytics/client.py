@@ -8,6 +8,7 @@ bytes to the worker. It never blocks on the network and never raises for deliver
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -103,7 +104,7 @@ class Analytics:
         self.exit_flush_timeout = float(exit_flush_timeout)
         policy = retry_policy or RetryPolicy()
         if retry_policy is None or max_retries != 3:
-            policy = RetryPolicy(**{**_policy_fields(policy), "max_retries": max_retries})
+            policy = dataclasses.replace(policy, max_retries=max_retries)
         self._emitter = Emitter()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -471,10 +472,6 @@ def _positive_number(name: str, value: Any, allow_zero: bool = False) -> None:
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         need = "zero or more" if allow_zero else "more than 0"
         raise ValueError(f"{name}={value} is out of range: it must be {need} seconds")
-
-
-def _policy_fields(policy: RetryPolicy) -> Dict[str, Any]:
-    return {f: getattr(policy, f) for f in policy.__dataclass_fields__}
 
 
 _warned_hosts: set[str] = set()
