@@ -64,7 +64,7 @@ class Driver:
             result = self.sender.attempt(state)
             if isinstance(result, BatchResult):
                 return result
-            if self.clock.wait(result):
+            if self.clock.wait(result.delay):
                 return self.sender.closed(state, "the client closed while waiting to retry")
 
 
@@ -102,7 +102,7 @@ def ok() -> Response:
 def test_request_shape_auth_body_and_headers() -> None:
     transport = ScriptedTransport([ok()])
     result = make_sender(transport, FakeClock()).send(EVENTS)
-    assert result.outcome == "delivered" and result.retries == 0 and result.requests == 1
+    assert result.outcome == "delivered" and result.retries == 0 and len(transport.sent) == 1
     sent = transport.sent[0]
     headers = sent["headers"]
     assert isinstance(headers, dict)
@@ -121,7 +121,7 @@ def test_500_then_200_retries_with_backoff_and_retry_count_header() -> None:
     clock = FakeClock()
     transport = ScriptedTransport([Response(500), Response(503), ok()])
     result = make_sender(transport, clock).send(EVENTS)
-    assert result.outcome == "delivered" and result.retries == 2 and result.requests == 3
+    assert result.outcome == "delivered" and result.retries == 2 and len(transport.sent) == 3
     assert clock.sleeps == [0.5, 1.0]
     assert [t["headers"].get("X-Retry-Count") for t in transport.sent] == [None, "1", "2"]  # type: ignore[union-attr]
     ids = {tuple(e["messageId"] for e in orjson.loads(t["body"])["batch"]) for t in transport.sent}  # type: ignore[arg-type]
@@ -160,7 +160,9 @@ def test_answered_failures_exhausted_after_max_retries() -> None:
     clock = FakeClock()
     transport = ScriptedTransport([Response(503)] * 4)
     result = make_sender(transport, clock, RetryPolicy(max_retries=3)).send(EVENTS)
-    assert result.outcome == "retries_exhausted" and result.requests == 4 and result.retries == 3
+    assert (
+        result.outcome == "retries_exhausted" and len(transport.sent) == 4 and result.retries == 3
+    )
     assert result.status == 503 and "max_retries=3" in result.reason
     assert clock.sleeps == [0.5, 1.0, 2.0]
 
@@ -179,7 +181,7 @@ def test_no_answer_gives_up_at_the_deadline_and_says_so() -> None:
     transport = ScriptedTransport([ConnectionResetError("reset by peer")] * 50)
     policy = RetryPolicy(max_retries=3, deadline=60.0)
     result = make_sender(transport, clock, policy).send(EVENTS)
-    assert result.outcome == "retries_exhausted" and "60s retry deadline" in result.reason
+    assert result.outcome == "outage_deadline" and "60s retry deadline" in result.reason
     assert "ConnectionResetError" in result.reason
     assert sum(clock.sleeps) <= 60.0 and result.retries > 3
 
@@ -191,7 +193,7 @@ def test_tls_failure_counts_against_max_retries_not_the_deadline() -> None:
     failure = ssl.SSLCertVerificationError("certificate verify failed")
     transport = ScriptedTransport([failure] * 10)
     result = make_sender(transport, clock, RetryPolicy(max_retries=2)).send(EVENTS)
-    assert result.outcome == "retries_exhausted" and result.requests == 3
+    assert result.outcome == "retries_exhausted" and len(transport.sent) == 3
     assert "SSLCertVerificationError" in result.reason
 
 
@@ -205,7 +207,7 @@ def test_answered_and_unanswered_failures_mix() -> None:
 def test_zero_retries_means_one_attempt() -> None:
     transport = ScriptedTransport([Response(500)])
     result = make_sender(transport, FakeClock(), RetryPolicy(max_retries=0)).send(EVENTS)
-    assert result.outcome == "retries_exhausted" and result.requests == 1
+    assert result.outcome == "retries_exhausted" and len(transport.sent) == 1
 
 
 def test_overall_deadline_stops_retrying() -> None:
@@ -222,7 +224,7 @@ def test_close_cuts_backoff_sleep_short() -> None:
     clock.abort_after = 1
     transport = ScriptedTransport([Response(500), ok()])
     result = make_sender(transport, clock).send(EVENTS)
-    assert result.outcome == "closed" and result.requests == 1
+    assert result.outcome == "closed" and len(transport.sent) == 1
 
 
 def test_gzip_body_and_header() -> None:

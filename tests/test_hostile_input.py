@@ -35,9 +35,10 @@ from hypothesis import strategies as st
 from journy_analytics import Analytics, RetryPolicy, ValidationError
 from journy_analytics import _messages as m
 from journy_analytics._encoding import (
+    _FAST_OPTIONS,
     MAX_DEPTH,
     MAX_EVENT_BYTES,
-    _encode_fast,
+    _default,
     _encode_slow,
     encode_event,
     to_jsonable,
@@ -45,6 +46,16 @@ from journy_analytics._encoding import (
 from journy_analytics.testing import Capture
 
 MAX_INT_DIGITS = sys.get_int_max_str_digits()
+
+
+def _encode_fast(event: Any) -> Optional[bytes]:
+    """encode_event's first path on its own: orjson with our conversions, or None."""
+    try:
+        return orjson.dumps(event, default=_default, option=_FAST_OPTIONS)
+    except Exception:
+        return None
+
+
 TS = "2015-12-12T19:11:00.000Z"
 _ids = itertools.count()
 

@@ -6,7 +6,9 @@ import email.utils
 
 import pytest
 
-from journy_analytics._retry import Outcome, RetryPolicy, classify, parse_retry_after
+from journy_analytics._retry import Outcome, RetryPolicy, parse_retry_after
+
+classify = RetryPolicy().classify
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 299])
@@ -58,3 +60,57 @@ def test_policy_is_immutable() -> None:
     policy = RetryPolicy()
     with pytest.raises(AttributeError):
         policy.max_retries = 5  # type: ignore[misc]
+
+
+def test_status_sets_are_configurable() -> None:
+    policy = RetryPolicy(retry_statuses=frozenset({409}), drop_statuses=frozenset({503}))
+    assert policy.classify(409) is Outcome.RETRY
+    assert policy.classify(429) is Outcome.DROP, "429 is no longer listed as retryable"
+    assert policy.classify(503) is Outcome.DROP
+    assert policy.classify(502) is Outcome.RETRY
+
+
+def test_decide_outage_ignores_max_retries_until_the_deadline() -> None:
+    policy = RetryPolicy(max_retries=1, deadline=10.0, jitter=0.0)
+    common = {"retry_after": None, "wall_now": 0.0, "draw": lambda: 0.0}
+    d = policy.decide(
+        status=None, outage=True, answered_failures=0, retries=2, elapsed=1.0, **common
+    )
+    assert d.outcome is Outcome.RETRY
+    d = policy.decide(
+        status=None, outage=True, answered_failures=0, retries=2, elapsed=9.9, **common
+    )
+    assert d.outcome is Outcome.DROP and d.cause == "outage_deadline"
+    d = policy.decide(
+        status=500, outage=False, answered_failures=2, retries=1, elapsed=1.0, **common
+    )
+    assert d.outcome is Outcome.DROP and d.cause == "retries_exhausted"
+
+
+def test_decide_retry_after_is_a_server_asked_pause() -> None:
+    policy = RetryPolicy()
+    d = policy.decide(
+        status=429,
+        outage=False,
+        answered_failures=1,
+        retries=0,
+        elapsed=0.0,
+        retry_after="7",
+        wall_now=0.0,
+    )
+    assert d.outcome is Outcome.RETRY and d.delay == 7.0 and d.server_asked
+    d = policy.decide(
+        status=429,
+        outage=False,
+        answered_failures=1,
+        retries=0,
+        elapsed=0.0,
+        retry_after="garbage",
+        wall_now=0.0,
+        draw=lambda: 0.0,
+    )
+    assert d.outcome is Outcome.RETRY and not d.server_asked and d.delay == policy.initial_backoff
+
+
+def test_huge_retry_numbers_do_not_overflow() -> None:
+    assert RetryPolicy().backoff(10_000, lambda: 0.0) == RetryPolicy().max_backoff

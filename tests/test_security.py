@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from journy_analytics import Analytics, DeliveryError, RetryPolicy, ValidationError
-from journy_analytics._transport import Urllib3HttpClient
+from journy_analytics._transport import StdlibHttpClient
 
 WRITE_KEY = "wk_live_S3CR3T_5f0e8d9c7b6a"
 TOKEN = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
@@ -218,7 +218,8 @@ def test_write_key_never_in_logs_when_the_server_cannot_be_reached(
     assert client.flush(10)
     client.close_and_flush(2)
     assert rec.errors and rec.errors[0].status is None
-    assert rec.errors[0].code == "retries_exhausted"
+    assert rec.errors[0].code == "delivery_failure"
+    assert rec.errors[0].cause == "outage_deadline"
     for where, text in everything_printable(caplog, rec):
         assert_no_secret(text, where)
 
@@ -386,18 +387,18 @@ def test_trusting_a_certificate_is_explicit_and_works(tls_server: Tuple[Scripted
         host=url_of(server, "https"),
         flush_interval=0.01,
         max_retries=0,
-        http_client=Urllib3HttpClient(ssl_context=context),
+        http_client=StdlibHttpClient(ssl_context=context),
     )
     errors, stats = _deliver_once(client)
     assert errors == [] and stats["delivered"] == 1
 
 
-def test_default_transport_pool_requires_certificates() -> None:
-    transport = Urllib3HttpClient()
+def test_default_transport_requires_certificates() -> None:
+    transport = StdlibHttpClient()
     try:
-        assert transport._pool.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
-        retries = transport._pool.connection_pool_kw["retries"]
-        assert retries is False or retries.total is False  # one layer retries: ours
+        conn = transport._new(("https", "example.invalid", 443), 1.0)
+        context = conn._context  # type: ignore[attr-defined]
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     finally:
         transport.close()
 

@@ -20,6 +20,7 @@ from journy_analytics._default import (
     identify,
     off,
     on,
+    once,
     page,
     screen,
     stats,
@@ -28,6 +29,7 @@ from journy_analytics._default import (
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._retry import RetryPolicy
 from journy_analytics._transport import HttpClient, Response
+from journy_analytics._types import Cause
 from journy_analytics._version import __version__
 from journy_analytics.client import Analytics
 
@@ -38,6 +40,7 @@ path = None
 
 __all__ = [
     "Analytics",
+    "Cause",
     "DeliveryError",
     "HttpClient",
     "Response",
@@ -53,6 +56,7 @@ __all__ = [
     "identify",
     "off",
     "on",
+    "once",
     "page",
     "path",
     "screen",

@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn, Optional, Union
+
+from journy_analytics._types import FLUSH_TIMEOUT, _Default
 
 if TYPE_CHECKING:
     from journy_analytics.client import Analytics
@@ -29,6 +31,7 @@ __all__ = [
     "identify",
     "off",
     "on",
+    "once",
     "page",
     "screen",
     "set_default_client",
@@ -97,35 +100,35 @@ def set_default_client(client: Optional[Analytics]) -> Optional[Analytics]:
     return previous
 
 
-def identify(**kwargs: Any) -> None:
-    default_client().identify(**kwargs)
+def identify(*positional: NoReturn, **kwargs: Any) -> None:
+    default_client().identify(*positional, **kwargs)
 
 
-def group(**kwargs: Any) -> None:
-    default_client().group(**kwargs)
+def group(*positional: NoReturn, **kwargs: Any) -> None:
+    default_client().group(*positional, **kwargs)
 
 
-def track(**kwargs: Any) -> None:
-    default_client().track(**kwargs)
+def track(*positional: NoReturn, **kwargs: Any) -> None:
+    default_client().track(*positional, **kwargs)
 
 
-def page(**kwargs: Any) -> None:
-    default_client().page(**kwargs)
+def page(*positional: NoReturn, **kwargs: Any) -> None:
+    default_client().page(*positional, **kwargs)
 
 
-def screen(**kwargs: Any) -> None:
-    default_client().screen(**kwargs)
+def screen(*positional: NoReturn, **kwargs: Any) -> None:
+    default_client().screen(*positional, **kwargs)
 
 
-def alias(**kwargs: Any) -> None:
-    default_client().alias(**kwargs)
+def alias(*positional: NoReturn, **kwargs: Any) -> None:
+    default_client().alias(*positional, **kwargs)
 
 
-def flush(timeout: Optional[float] = None) -> bool:
+def flush(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
     return _client.flush(timeout) if _client is not None else True
 
 
-def close_and_flush(timeout: Optional[float] = None) -> bool:
+def close_and_flush(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
     return _client.close_and_flush(timeout) if _client is not None else True
 
 
@@ -135,6 +138,10 @@ def on(name: str, handler: Callable[..., Any]) -> None:
 
 def off(name: str, handler: Callable[..., Any]) -> None:
     default_client().off(name, handler)
+
+
+def once(name: str, handler: Callable[..., Any]) -> None:
+    default_client().once(name, handler)
 
 
 def stats() -> Dict[str, Any]:

@@ -1,90 +1,88 @@
-"""Deliver one batch: build the request, send it, retry it by the policy, say how it ended.
+"""Deliver one batch: build the request, make one attempt, ask the policy what next.
 
-This is the whole retry loop and nothing else. Clock, sleep and random draws are
-injected, so tests drive it with a scripted transport and a fake clock, no sleeping.
+One attempt and nothing else: the sender pool parks a batch between attempts, and
+``_retry.RetryPolicy.decide`` makes every retry decision. Clock, wall clock and random
+draws are injected, so tests drive it with a scripted transport and a fake clock.
 """
 
 from __future__ import annotations
 
 import base64
 import random
+import re
 import ssl
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import orjson
 
 from journy_analytics._events import Emitter
 from journy_analytics._messages import now_iso
-from journy_analytics._retry import Outcome, RetryPolicy, classify
+from journy_analytics._retry import Outcome, RetryPolicy
 from journy_analytics._transport import USER_AGENT, HttpClient, Response
+from journy_analytics._types import Cause
 
-__all__ = ["BatchResult", "BatchSender", "RetryState", "build_body"]
+__all__ = ["Attempted", "BatchResult", "BatchSender", "RetryLater", "RetryState"]
 
 _BATCH_OPEN = b'{"batch":['
 
 
-def build_body(events: Sequence[bytes], sent_at: str, write_key_json: bytes) -> bytes:
-    """Join already-encoded events into the batch envelope, without decoding them."""
-    return _envelope(b",".join(events), sent_at, write_key_json)
-
-
-def _envelope(joined: bytes, sent_at: str, write_key_json: bytes) -> bytes:
-    return b"".join(
-        (
-            _BATCH_OPEN,
-            joined,
-            b'],"sentAt":"',
-            sent_at.encode("ascii"),
-            b'","writeKey":',
-            write_key_json,
-            b"}",
-        )
-    )
-
-
 @dataclass
 class BatchResult:
-    """``outcome`` is delivered, rejected, retries_exhausted or closed."""
+    """How a batch ended: ``cause`` is None when delivered, else a :class:`Cause`."""
 
-    outcome: str
+    cause: Optional[Cause]
     status: Optional[int]
     reason: str
     retries: int
-    requests: int
+
+    @property
+    def delivered(self) -> bool:
+        return self.cause is None
+
+    @property
+    def outcome(self) -> str:
+        """``delivered``, or the cause's name."""
+        return "delivered" if self.cause is None else self.cause.value
+
+
+@dataclass
+class RetryLater:
+    """The batch waits ``delay`` seconds. ``server_asked``: a Retry-After said so, and new
+    batches wait as well; ``outage``: no answer at all, new batches wait for a sign of life."""
+
+    delay: float
+    server_asked: bool
+    outage: bool
+
+
+@dataclass
+class Attempted:
+    """What one attempt did, for the live counters: it went out (``bytes_sent``), was it a
+    retry, did it get an answer it could use, and the failure in words."""
+
     bytes_sent: int
+    is_retry: bool
+    ok: bool
+    outage: bool
+    failure: str
 
 
 class RetryState:
     """One batch's progress through the retry policy, carried between attempts."""
 
-    __slots__ = (
-        "answered_failures",
-        "bytes_sent",
-        "count",
-        "joined",
-        "outage",
-        "reason",
-        "requests",
-        "retries",
-        "started",
-        "status",
-    )
+    __slots__ = ("answered_failures", "count", "joined", "reason", "retries", "started", "status")
 
     def __init__(self, joined: bytes, count: int, started: float) -> None:
         self.joined = joined
         self.count = count
         self.started = started
         self.retries = 0
-        self.requests = 0
-        self.bytes_sent = 0
         self.answered_failures = 0
         self.status: Optional[int] = None
         self.reason = ""
-        # The last attempt got no answer at all: the endpoint looks down.
-        self.outage = False
 
 
 class BatchSender:
@@ -99,6 +97,7 @@ class BatchSender:
         emitter: Emitter,
         transport: Callable[[], HttpClient],
         aborted: Callable[[], bool],
+        observe: Callable[[Attempted], None] = lambda attempted: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         draw: Callable[[], float] = random.random,
@@ -111,12 +110,18 @@ class BatchSender:
         self._emitter = emitter
         self._transport = transport
         self._aborted = aborted
+        self._observe = observe
         self._clock = clock
         self._wall_clock = wall_clock
         self._draw = draw
         token = base64.b64encode(f"{write_key}:".encode()).decode("ascii")
-        # Longest first, so the Basic token is not half-redacted by the key inside it.
-        self._secrets = sorted({token, write_key, token.rstrip("=")}, key=len, reverse=True)
+        # Whole tokens only: a short key must not cut words that merely contain it.
+        secrets = sorted({token, token.rstrip("="), write_key}, key=len, reverse=True)
+        self._secret = re.compile(
+            r"(?<![A-Za-z0-9_\-+/=])(?:"
+            + "|".join(re.escape(s) for s in secrets)
+            + r")(?![A-Za-z0-9_\-+/=])"
+        )
         self._headers = {
             "Content-Type": "application/json",
             "Authorization": f"Basic {token}",
@@ -125,12 +130,9 @@ class BatchSender:
         if gzip:
             self._headers["Content-Encoding"] = "gzip"
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
         """A server or proxy may echo the key back in its error text; logs must not show it."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "[REDACTED]")
-        return text
+        return self._secret.sub("[REDACTED]", text)
 
     def redacted_headers(self, retry_count: int) -> Dict[str, str]:
         headers = {**self._headers, "Authorization": "Basic [REDACTED]"}
@@ -142,29 +144,32 @@ class BatchSender:
         return RetryState(b",".join(events), len(events), self._clock())
 
     def closed(self, state: RetryState, why: str) -> BatchResult:
-        return BatchResult(
-            "closed",
-            state.status,
-            f"{state.reason}; {why}",
-            state.retries - 1 if state.retries else 0,
-            state.requests,
-            state.bytes_sent,
-        )
+        reason = f"{state.reason}; {why}" if state.reason else why
+        return BatchResult(Cause.CLOSED, state.status, reason, state.retries)
 
-    def attempt(self, state: RetryState) -> Union[BatchResult, float]:
-        """One request. Returns how the batch ended, or the seconds to wait before the next
-        attempt: the worker parks the batch meanwhile instead of holding a sender."""
-        policy = self._policy
+    def attempt(self, state: RetryState) -> Union[BatchResult, RetryLater]:
+        """One request. Returns how the batch ended, or how long it waits for the next."""
         retries = state.retries
-        body = _envelope(state.joined, now_iso(), self._key_json)
+        body = b"".join(
+            (
+                _BATCH_OPEN,
+                state.joined,
+                b'],"sentAt":"',
+                now_iso().encode("ascii"),
+                b'","writeKey":',
+                self._key_json,
+                b"}",
+            )
+        )
         if self._gzip:
             packer = zlib.compressobj(6, zlib.DEFLATED, 31)
             body = packer.compress(body) + packer.flush()
         headers = self._headers
         if retries:
             headers = {**headers, "X-Retry-Count": str(retries)}
-        if self._emitter.has("http_request"):
-            self._emitter.emit(
+        emitter = self._emitter
+        if emitter.has("http_request"):
+            emitter.emit(
                 "http_request",
                 {
                     "method": "POST",
@@ -182,58 +187,45 @@ class BatchSender:
             response = self._transport().send(self._url, body, headers, self._timeout)
         except Exception as exc:  # any failure to get an answer is retryable
             error = exc
-        state.requests += 1
-        state.bytes_sent += len(body)
         status = response.status if response is not None else None
         state.status = status
-        if self._emitter.has("http_response"):
-            self._emitter.emit(
+        if emitter.has("http_response"):
+            emitter.emit(
                 "http_response",
                 {
                     "status": status,
-                    "error": None if error is None else repr(error),
+                    "error": None if error is None else self.redact(repr(error)),
                     "events": state.count,
                     "retry_count": retries,
                     "elapsed": self._clock() - began,
                 },
             )
-        outcome = classify(status)
-        if outcome is Outcome.DELIVERED:
-            return BatchResult("delivered", status, "", retries, state.requests, state.bytes_sent)
-        reason = state.reason = self._redact(_describe(status, response, error))
-        if outcome is Outcome.DROP:
-            return self._end(state, "rejected", f"{reason}; the batch was dropped (not retryable)")
-        if self._aborted():
-            return self._end(state, "closed", f"{reason}; the client closed")
-        # Only failures the server answered count against max_retries. "No answer at all"
-        # (refused, reset, timed out) is an outage, not this batch's fault: it is retried
-        # with backoff until the policy's deadline, so an outage shorter than the deadline
-        # loses nothing that fits in the queue.
-        state.outage = response is None and _is_outage(error)
-        if not state.outage:
+        policy = self._policy
+        ok = policy.classify(status) is Outcome.DELIVERED
+        outage = response is None and _is_outage(error)
+        failure = "" if ok else self.redact(_describe(status, response, error))
+        self._observe(Attempted(len(body), retries > 0, ok, outage, failure))
+        if ok:
+            return BatchResult(None, status, "", retries)
+        state.reason = failure
+        if not outage:
             state.answered_failures += 1
-            if state.answered_failures > policy.max_retries:
-                return self._end(
-                    state,
-                    "retries_exhausted",
-                    f"{reason}; gave up after {retries} retries "
-                    f"(max_retries={policy.max_retries} for answered failures)",
-                )
-        retry_after = response.header("Retry-After") if response is not None else None
-        delay = policy.delay(retries + 1, retry_after, self._wall_clock(), self._draw)
-        if self._clock() + delay - state.started > policy.deadline:
-            return self._end(
-                state,
-                "retries_exhausted",
-                f"{reason}; the next retry would pass the {policy.deadline:g}s retry deadline",
-            )
-        state.retries = retries + 1
-        return delay
-
-    def _end(self, state: RetryState, outcome: str, reason: str) -> BatchResult:
-        return BatchResult(
-            outcome, state.status, reason, state.retries, state.requests, state.bytes_sent
+        if self._aborted():
+            return BatchResult(Cause.CLOSED, status, f"{failure}; the client closed", retries)
+        decision = policy.decide(
+            status=status,
+            outage=outage,
+            answered_failures=state.answered_failures,
+            retries=retries,
+            elapsed=self._clock() - state.started,
+            retry_after=response.header("Retry-After") if response is not None else None,
+            wall_now=self._wall_clock(),
+            draw=self._draw,
         )
+        if decision.outcome is Outcome.RETRY:
+            state.retries = retries + 1
+            return RetryLater(decision.delay, decision.server_asked, outage)
+        return BatchResult(Cause(decision.cause), status, f"{failure}; {decision.why}", retries)
 
 
 def _is_outage(error: Optional[BaseException]) -> bool:
@@ -245,6 +237,7 @@ def _is_outage(error: Optional[BaseException]) -> bool:
         if isinstance(error, ssl.SSLError) or type(error).__name__ in (
             "SSLError",
             "CertificateError",
+            "SSLCertVerificationError",
         ):
             return False
         reason = getattr(error, "reason", None)

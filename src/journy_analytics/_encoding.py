@@ -167,14 +167,6 @@ def _default(value: Any) -> Any:
     return converted
 
 
-def _encode_fast(event: Any) -> Optional[bytes]:
-    """orjson's encoding, or None when it refuses (the walk then says why, or converts)."""
-    try:
-        return orjson.dumps(event, default=_default, option=_FAST_OPTIONS)
-    except Exception:
-        return None
-
-
 def _encode_slow(event: Any) -> bytes:
     try:
         return orjson.dumps(to_jsonable(event))
@@ -189,7 +181,7 @@ def _encode_slow(event: Any) -> bytes:
 def encode_event(event: Dict[str, Any]) -> bytes:
     """Encode one wire event; raise ValidationError naming the offending key path."""
     try:
-        # _encode_fast inlined: this runs on every call in the caller's thread.
+        # orjson first: this runs on every call in the caller's thread.
         data = orjson.dumps(event, default=_default, option=_FAST_OPTIONS)
     except Exception:
         data = _encode_slow(event)

@@ -6,6 +6,8 @@ import logging
 import threading
 from typing import Any, Callable, Dict, Tuple
 
+from journy_analytics._types import EVENT_TYPES
+
 __all__ = ["EVENT_NAMES", "Emitter", "Handler"]
 
 logger = logging.getLogger("journy_analytics")
@@ -13,19 +15,7 @@ logger = logging.getLogger("journy_analytics")
 Handler = Callable[..., Any]
 
 EVENT_NAMES = frozenset(
-    {
-        "error",
-        "http_request",
-        "http_response",
-        "drained",
-        "call_after_close",
-        "identify",
-        "group",
-        "track",
-        "page",
-        "screen",
-        "alias",
-    }
+    {"error", "http_request", "http_response", "drained", "call_after_close", *EVENT_TYPES}
 )
 
 
@@ -72,9 +62,10 @@ class Emitter:
         for handler in self._handlers.get(name, ()):
             try:
                 handler(*args)
-            except Exception:
-                # A user's handler must never take the worker down with it.
-                logger.exception("journy_analytics: a %r handler raised; carrying on", name)
+            except BaseException:
+                # A user's handler must never take the worker down with it, even by
+                # raising SystemExit: the accounting around it must go on.
+                logger.exception("a %r handler raised; carrying on", name)
 
     @staticmethod
     def _check(name: str, handler: Handler) -> None:

@@ -1,7 +1,9 @@
 """Build and validate one wire event per call type (pure functions, no I/O).
 
-The wire shape follows design.md section 3: camelCase keys, a ``messageId``, a
-millisecond ``Z`` timestamp, ``context.library`` and ``integrations``.
+The wire shape is analytics-node's (which journy.io documents): camelCase keys, a
+``messageId``, a millisecond ``Z`` timestamp, ``context.library`` and ``integrations``.
+Builders take keyword arguments only, so a swapped ``user_id``/``anonymous_id`` cannot
+happen silently.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import itertools
 import os
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any, Dict, Optional, Union
 
+from journy_analytics import _fork
 from journy_analytics._errors import ValidationError
 from journy_analytics._version import __version__
 
@@ -26,7 +30,6 @@ __all__ = [
     "build_page",
     "build_track",
     "format_timestamp",
-    "new_message_id",
     "now_iso",
     "reseed_message_ids",
 ]
@@ -52,11 +55,8 @@ def reseed_message_ids() -> None:
 
 
 reseed_message_ids()
-os.register_at_fork(after_in_child=reseed_message_ids)
-
-
-def new_message_id() -> str:
-    return _id_prefix + str(next(_id_counter)).zfill(12)
+# Before the child's first event: the parent goes on counting from the same value.
+_fork.register(reseed_message_ids)
 
 
 # Formatting "now" through datetime costs ~1.5 us; the seconds part changes once a second
@@ -102,8 +102,17 @@ def format_timestamp(value: Timestamp, field: str = "timestamp") -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=_dt.timezone.utc)
     else:
-        value = value.astimezone(_dt.timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+        try:
+            value = value.astimezone(_dt.timezone.utc)
+        except (OverflowError, ValueError):
+            raise ValidationError(
+                f"{field}={value!r} is out of range once converted to UTC (years 1 to 9999)"
+            ) from None
+    # Not strftime: it writes years before 1000 without their leading zeros.
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+        f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z"
+    )
 
 
 # Python < 3.11's fromisoformat takes only 3 or 6 fraction digits and "+HH:MM" offsets.
@@ -121,19 +130,24 @@ def _parse_iso(text: str) -> _dt.datetime:
 
 
 def _id(value: Any, field: str) -> Optional[str]:
+    """str, int (not bool) and uuid.UUID ids, as str; empty or blank ones are refused."""
     if value is None:
         return None
-    if type(value) is str:
-        if value:
-            return value
-        raise ValidationError(f"{field} is an empty string; pass a non-empty id or leave it out")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
     if isinstance(value, str):
-        return _id(str(value), field)
-    raise ValidationError(
-        f"{field} must be a non-empty str (ints are converted), not {type(value).__name__}"
-    )
+        text = str.__str__(value)
+    elif isinstance(value, uuid.UUID):
+        return str(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    else:
+        raise ValidationError(
+            f"{field} must be a str, an int or a uuid.UUID, not {type(value).__name__}"
+        )
+    if not text.strip():
+        raise ValidationError(
+            f"{field} is {'empty' if not text else 'blank'}; pass a non-empty id or leave it out"
+        )
+    return text
 
 
 def _mapping(value: Any, field: str) -> Dict[str, Any]:
@@ -161,11 +175,15 @@ def _base(
     # every call in the user's request path. Anything unusual takes the general helpers.
     msg: Dict[str, Any] = {"type": kind}
     if user_id is not None:
-        msg["userId"] = user_id if type(user_id) is str and user_id else _id(user_id, "user_id")
+        msg["userId"] = (
+            user_id
+            if type(user_id) is str and user_id and not user_id[0].isspace()
+            else _id(user_id, "user_id")
+        )
     if anonymous_id is not None:
         msg["anonymousId"] = (
             anonymous_id
-            if type(anonymous_id) is str and anonymous_id
+            if type(anonymous_id) is str and anonymous_id and not anonymous_id[0].isspace()
             else _id(anonymous_id, "anonymous_id")
         )
     if require_user and len(msg) == 1:
@@ -191,6 +209,7 @@ def _base(
 
 
 def build_identify(
+    *,
     user_id: Any = None,
     anonymous_id: Any = None,
     traits: Any = None,
@@ -205,6 +224,7 @@ def build_identify(
 
 
 def build_group(
+    *,
     user_id: Any = None,
     anonymous_id: Any = None,
     group_id: Any = None,
@@ -227,6 +247,7 @@ def build_group(
 
 
 def build_track(
+    *,
     user_id: Any = None,
     anonymous_id: Any = None,
     event: Any = None,
@@ -256,6 +277,7 @@ def _optional_str(value: Any, field: str) -> Optional[str]:
 
 
 def build_page(
+    *,
     user_id: Any = None,
     anonymous_id: Any = None,
     category: Any = None,
@@ -284,6 +306,7 @@ def build_page(
 
 
 def build_alias(
+    *,
     user_id: Any = None,
     previous_id: Any = None,
     timestamp: Timestamp = None,

@@ -1,8 +1,22 @@
-"""One immutable retry policy: what to do with an answer, and how long to wait.
+"""One immutable retry policy: every retry decision of the SDK is made here.
 
 Like urllib3's ``Retry`` it is a value, not a state machine; unlike it, the decision and
-the delay are pure functions of their inputs (attempt number, status, header, a random
-draw and the clock), so the worker's retry loop can be tested with a fake clock.
+the delay are pure functions of their inputs (the answer, the attempt's history, a random
+draw and the clock), so the retry loop is tested with a scripted transport and a fake
+clock. The rule, in full:
+
+* 2xx: delivered.
+* A status in ``drop_statuses``, or a 4xx not in ``retry_statuses``: dropped at once
+  (``rejected``); retrying cannot change the answer.
+* A status in ``retry_statuses``, or any other 5xx: retried. These are *answered*
+  failures and count against ``max_retries``.
+* No answer at all (connection refused or reset, timeout): an outage, not this batch's
+  fault. Retried without counting against ``max_retries``, until ``deadline`` seconds after
+  the batch's first attempt (``outage_deadline``). A TLS failure is an answered failure: a
+  certificate problem does not pass by itself.
+* The wait before a retry is the server's ``Retry-After`` (seconds or an HTTP date, capped
+  at ``max_retry_after``; a value we cannot read is ignored), otherwise exponential backoff
+  with jitter, capped at ``max_backoff``. No retry is scheduled past ``deadline``.
 """
 
 from __future__ import annotations
@@ -12,9 +26,9 @@ import enum
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, FrozenSet, Optional, Union
 
-__all__ = ["Outcome", "RetryPolicy", "classify", "parse_retry_after"]
+__all__ = ["Decision", "Outcome", "RetryPolicy", "parse_retry_after"]
 
 
 class Outcome(enum.Enum):
@@ -23,23 +37,17 @@ class Outcome(enum.Enum):
     DROP = "drop"
 
 
-# 501 Not Implemented and 505 HTTP Version Not Supported will not change on a retry.
-_NEVER_RETRY_5XX = frozenset({501, 505})
-# 408 timeout, 410 gone-for-now (as analytics-node reads it), 429 rate limit, 460 client closed.
-_RETRY_4XX = frozenset({408, 410, 429, 460})
+@dataclass(frozen=True)
+class Decision:
+    """What to do after one attempt: ``outcome``; for a retry, ``delay`` seconds and whether
+    the server asked for the pause itself (``server_asked``: other batches wait too); for a
+    final failure, the ``cause`` (a ``Cause`` value) and a sentence saying why."""
 
-
-def classify(status: Optional[int]) -> Outcome:
-    """``None`` stands for no answer at all: a network error or a timeout."""
-    if status is None:
-        return Outcome.RETRY
-    if 200 <= status < 300:
-        return Outcome.DELIVERED
-    if status >= 500:
-        return Outcome.DROP if status in _NEVER_RETRY_5XX else Outcome.RETRY
-    if status in _RETRY_4XX:
-        return Outcome.RETRY
-    return Outcome.DROP
+    outcome: Outcome
+    delay: float = 0.0
+    server_asked: bool = False
+    cause: str = ""
+    why: str = ""
 
 
 def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
@@ -60,7 +68,10 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
             return None
         if when is None:
             return None
-        seconds = when.timestamp() - now
+        try:
+            seconds = when.timestamp() - now
+        except (OverflowError, ValueError, OSError):
+            return None
     if math.isnan(seconds):
         return None
     return max(0.0, seconds)
@@ -79,12 +90,28 @@ class RetryPolicy:
     max_retry_after: float = 300.0
     # No batch spends longer than this between its first attempt and its last.
     deadline: float = 600.0
+    # 408 timeout, 410 gone-for-now (as analytics-node reads it), 429 rate limit, 460 client
+    # closed; 5xx are retried unless listed in drop_statuses.
+    retry_statuses: FrozenSet[int] = frozenset({408, 410, 429, 460})
+    # 501 Not Implemented and 505 HTTP Version Not Supported will not change on a retry.
+    drop_statuses: FrozenSet[int] = frozenset({501, 505})
+
+    def classify(self, status: Optional[int]) -> Outcome:
+        """``None`` stands for no answer at all: a network error or a timeout."""
+        if status is None:
+            return Outcome.RETRY
+        if 200 <= status < 300:
+            return Outcome.DELIVERED
+        if status in self.drop_statuses:
+            return Outcome.DROP
+        if status in self.retry_statuses or status >= 500:
+            return Outcome.RETRY
+        return Outcome.DROP
 
     def backoff(self, retry_number: int, draw: Callable[[], float] = random.random) -> float:
         """Delay before retry ``retry_number`` (1 for the first retry)."""
-        base = min(
-            self.max_backoff, self.initial_backoff * self.multiplier ** max(0, retry_number - 1)
-        )
+        exponent = min(max(0, retry_number - 1), 64)  # 2.0 ** 1000 would overflow
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier**exponent)
         return base * (1.0 - self.jitter * draw())
 
     def delay(
@@ -100,3 +127,47 @@ class RetryPolicy:
         if asked is not None:
             return min(asked, self.max_retry_after)
         return self.backoff(retry_number, draw)
+
+    def decide(
+        self,
+        *,
+        status: Optional[int],
+        outage: bool,
+        answered_failures: int,
+        retries: int,
+        elapsed: float,
+        retry_after: Optional[str],
+        wall_now: float,
+        draw: Callable[[], float] = random.random,
+    ) -> Decision:
+        """The decision after one attempt.
+
+        ``outage``: no answer at all (not a TLS failure). ``answered_failures`` counts this
+        attempt if it was one. ``retries``: retries made so far. ``elapsed``: seconds since
+        the batch's first attempt.
+        """
+        outcome = self.classify(status)
+        if outcome is Outcome.DELIVERED:
+            return Decision(Outcome.DELIVERED)
+        if outcome is Outcome.DROP:
+            return Decision(Outcome.DROP, cause="rejected", why="not retryable")
+        if not outage and answered_failures > self.max_retries:
+            return Decision(
+                Outcome.DROP,
+                cause="retries_exhausted",
+                why=f"gave up after {retries} retries "
+                f"(max_retries={self.max_retries} for answered failures)",
+            )
+        asked = None if outage else parse_retry_after(retry_after, wall_now)
+        wait: Union[float, None] = None
+        if asked is not None:
+            wait = min(asked, self.max_retry_after)
+        else:
+            wait = self.backoff(retries + 1, draw)
+        if elapsed + wait > self.deadline:
+            return Decision(
+                Outcome.DROP,
+                cause="outage_deadline" if outage else "retries_exhausted",
+                why=f"the next retry would pass the {self.deadline:g}s retry deadline",
+            )
+        return Decision(Outcome.RETRY, delay=wait, server_asked=asked is not None)

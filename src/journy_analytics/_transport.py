@@ -1,28 +1,43 @@
-"""HTTP transport: the small protocol users can implement, and the urllib3 default.
+"""HTTP transport: the small protocol users can implement, and the default one.
 
-The transport only moves bytes. It never retries (the worker's retry policy is the one
-layer that does), never follows redirects (a redirected POST would lose its body) and
-reads the whole answer so the keep-alive connection goes back to the pool.
+The transport only moves bytes. It never retries (``_retry`` is the one layer that
+decides), never follows redirects (a redirected POST would lose its body) and reads the
+whole answer so the keep-alive connection can be reused.
+
+The default, :class:`StdlibHttpClient`, is ``http.client`` with a small keep-alive pool
+and one guarantee ``urllib3`` does not give: ``timeout`` bounds the request's *whole*
+life. A socket timeout applies to each read, so a server that answers one byte at a time
+could hold a request forever; a watchdog thread shuts the socket down at the deadline.
 """
 
 from __future__ import annotations
 
+# Modules the send path would otherwise import lazily, on the first request, under the
+# import lock: a fork at that moment leaves the lock held in the child, whose first request
+# then hangs for ever. Imported here, in the parent, before any thread exists.
+import encodings.idna  # noqa: F401  (socket.getaddrinfo encodes host names with it)
+import heapq
+import http.client
+import io
+import itertools
+import os
+import select
+import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
-
-import urllib3
+from typing import Dict, List, Mapping, Optional, Protocol, Tuple, runtime_checkable
+from urllib.parse import urlsplit
 
 from journy_analytics._version import __version__
 
-try:  # Protocol is in typing from 3.8; runtime_checkable lets users isinstance() it.
-    from typing import Protocol, runtime_checkable
-except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol, runtime_checkable  # type: ignore[assignment]
-
-__all__ = ["USER_AGENT", "HttpClient", "Response", "Urllib3HttpClient"]
+__all__ = ["USER_AGENT", "HttpClient", "Response", "StdlibHttpClient"]
 
 USER_AGENT = f"journy-analytics-python/{__version__}"
+
+# The first parse of an answer's headers imports parts of the email package: do it now.
+http.client.parse_headers(io.BytesIO(b"Content-Type: application/json\r\n\r\n"))
 
 
 @dataclass(frozen=True)
@@ -48,8 +63,8 @@ class HttpClient(Protocol):
     ``send`` posts ``body`` to ``url`` with ``headers`` and returns a :class:`Response`
     for any HTTP answer (including 4xx/5xx). It raises any exception for "no answer"
     (connection refused or reset, DNS, TLS, timeout); the worker retries those. It is
-    called from several worker threads at once, so it must be thread-safe. ``close`` is
-    called once, at ``close_and_flush``.
+    called from several worker threads at once, so it must be thread-safe, and it should
+    give up after ``timeout`` seconds. ``close`` is called once, at ``close_and_flush``.
     """
 
     def send(
@@ -59,54 +74,205 @@ class HttpClient(Protocol):
     def close(self) -> None: ...
 
 
-class Urllib3HttpClient:
-    """Default transport: a urllib3 connection pool per endpoint, keep-alive, TLS verified.
+class RequestTimeoutError(TimeoutError):
+    """The whole request took longer than its timeout (e.g. a server dripping bytes)."""
 
-    The client only ever posts to one URL, so the pool and the parsed path are kept per
-    URL: a request skips PoolManager's URL parsing and pool lookup.
-    """
 
-    def __init__(self, maxsize: int = 8, ssl_context: Optional[ssl.SSLContext] = None) -> None:
-        kwargs: dict[str, Any] = {
-            "maxsize": maxsize,
-            "block": False,
-            "retries": False,
-            "cert_reqs": "CERT_REQUIRED",
-        }
-        if ssl_context is not None:
-            kwargs["ssl_context"] = ssl_context
-        self._pool = urllib3.PoolManager(**kwargs)
-        self._endpoints: dict[str, tuple[Any, str]] = {}
-        self._timeouts: dict[float, urllib3.Timeout] = {}
+class _Watchdog:
+    """One daemon thread for the process: shuts down the socket of a request past its
+    deadline, which makes the blocked read in the sender thread fail at once."""
 
-    def _endpoint(self, url: str) -> tuple[Any, str]:
-        found = self._endpoints.get(url)
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: List[Tuple[float, int, _Connection]] = []
+        self._ids = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, deadline: float, conn: _Connection) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+            self.__init__()  # type: ignore[misc]
+        with self._cond:
+            first = not self._heap or deadline < self._heap[0][0]
+            heapq.heappush(self._heap, (deadline, next(self._ids), conn))
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=self._run, name="journy-analytics-deadlines", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:  # interpreter shutdown: the socket timeout still applies
+                    return
+                self._thread = thread
+            elif first:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    _, _, conn = heapq.heappop(self._heap)
+                    if not conn.done:
+                        conn.expire()
+                if self._heap:
+                    # 50 ms granularity at least: finished requests are swept in bulk.
+                    self._cond.wait(max(self._heap[0][0] - now, 0.05))
+                else:
+                    self._cond.wait()
+
+
+_watchdog = _Watchdog()
+
+
+class _Connection:
+    __slots__ = ("conn", "done", "expired")
+
+    def __init__(self, conn: http.client.HTTPConnection) -> None:
+        self.conn = conn
+        self.done = False
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        sock = self.conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class StdlibHttpClient:
+    """Default transport: keep-alive connections to one endpoint, TLS verified, every
+    request bounded by its timeout from connect to the last byte of the answer."""
+
+    def __init__(
+        self,
+        maxsize: int = 8,
+        ssl_context: Optional[ssl.SSLContext] = None,
+    ) -> None:
+        self._maxsize = maxsize
+        self._ssl_context = ssl_context
+        self._lock = threading.Lock()
+        self._idle: Dict[Tuple[str, str, int], List[http.client.HTTPConnection]] = {}
+        self._targets: Dict[str, Tuple[Tuple[str, str, int], str]] = {}
+
+    def _target(self, url: str) -> Tuple[Tuple[str, str, int], str]:
+        found = self._targets.get(url)
         if found is None:
-            parts = urllib3.util.parse_url(url)
-            pool = self._pool.connection_from_url(url)
-            found = (pool, parts.request_uri)
-            self._endpoints[url] = found
+            parts = urlsplit(url)
+            scheme = parts.scheme
+            port = parts.port or (443 if scheme == "https" else 80)
+            path = parts.path or "/"
+            if parts.query:
+                path += "?" + parts.query
+            found = self._targets[url] = ((scheme, parts.hostname or "", port), path)
         return found
 
+    def _new(self, key: Tuple[str, str, int], timeout: float) -> http.client.HTTPConnection:
+        scheme, host, port = key
+        if scheme == "https":
+            context = self._ssl_context or _default_context()
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _checkout(self, key: Tuple[str, str, int]) -> Optional[http.client.HTTPConnection]:
+        with self._lock:
+            idle = self._idle.get(key)
+            while idle:
+                conn = idle.pop()
+                if _still_open(conn):
+                    return conn
+                conn.close()
+        return None
+
+    def _checkin(self, key: Tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self._maxsize:
+                idle.append(conn)
+                return
+        conn.close()
+
     def send(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
-        pool, path = self._endpoint(url)
-        limit = self._timeouts.get(timeout)
-        if limit is None:
-            limit = self._timeouts[timeout] = urllib3.Timeout(total=timeout)
-        answer = pool.urlopen(
-            "POST",
-            path,
-            body=body,
-            headers=headers,
-            timeout=limit,
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            preload_content=True,
-            decode_content=False,
-        )
-        return Response(answer.status, answer.headers, answer.data or b"")
+        deadline = time.monotonic() + timeout
+        key, path = self._target(url)
+        # A keep-alive connection the server closed meanwhile is found and dropped by
+        # _checkout. There is no silent second try here: one layer retries (the worker's),
+        # and it counts every attempt.
+        conn = self._checkout(key) or self._new(key, timeout)
+        return self._exchange(key, conn, path, body, headers, deadline, timeout)
+
+    def _exchange(
+        self,
+        key: Tuple[str, str, int],
+        conn: http.client.HTTPConnection,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        deadline: float,
+        timeout: float,
+    ) -> Response:
+        watched = _Connection(conn)
+        _watchdog.watch(deadline, watched)
+        try:
+            remaining = max(0.001, deadline - time.monotonic())
+            conn.timeout = remaining
+            if conn.sock is not None:
+                conn.sock.settimeout(remaining)
+            conn.request("POST", path, body=body, headers=dict(headers))
+            answer = conn.getresponse()
+            data = answer.read()
+            status = answer.status
+            answer_headers = dict(answer.getheaders())
+            reusable = not answer.will_close
+        except BaseException as exc:
+            conn.close()
+            if watched.expired:
+                raise RequestTimeoutError(
+                    f"no complete answer within http_request_timeout={timeout:g}s"
+                ) from exc
+            raise
+        finally:
+            watched.done = True
+        if watched.expired:
+            conn.close()
+            raise RequestTimeoutError(
+                f"no complete answer within http_request_timeout={timeout:g}s"
+            )
+        if reusable:
+            self._checkin(key, conn)
+        else:
+            conn.close()
+        return Response(status, answer_headers, data)
 
     def close(self) -> None:
-        self._endpoints.clear()
-        self._pool.clear()
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+
+def _still_open(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive socket that is readable was closed by the server (or sent
+    something unasked): it cannot carry a request."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+_context: Optional[ssl.SSLContext] = None
+
+
+def _default_context() -> ssl.SSLContext:
+    global _context
+    if _context is None:
+        _context = ssl.create_default_context()
+    return _context

@@ -1,53 +1,41 @@
-"""The background side of the client: the queue, the dispatcher thread and the senders.
+"""The worker: composes the delivery parts and runs the dispatcher thread.
 
-Threads: one dispatcher decides *when* to send (full batch, oldest event past
-``flush_interval``, flush or close) and cuts batches; up to
-``max_concurrent_requests`` sender threads, started only when a backlog needs them,
-each deliver one batch at a time through :class:`BatchSender`.
+It owns the lifecycle (start, flush, close, fork, retirement) and the dispatcher loop,
+which decides *when* to send: a full batch, the oldest event past ``flush_interval``, a
+flush or a close. Each piece of state has one owner (see ``_types`` for the path of one
+event): the queue (``_queue.EventQueue``), the senders and parked retries
+(``_senders.SenderPool``), the counters and reporting (``_outcomes.Outcomes``) and the
+spool (``_journal.Journal``). The queue and the outcomes share one state lock so that a
+``stats()`` snapshot is consistent.
 
-The call path touches no lock: ``deque.append`` is atomic, and the dispatcher is woken
-only when the queue goes from empty to non-empty or reaches a full batch.
-
-Flush bookkeeping: every event the dispatcher takes gets an index in take order; a
-batch covers a contiguous range. The *watermark* is the start of the oldest unsettled
-batch (or the take count if none), so every event below it is settled. A flush waits
-until the watermark reaches the take count plus the queue length at the time of the call.
+Deadlines are on ``time.monotonic()``: one per flush or close, passed down as remaining
+time. A timeout that is accepted is honoured.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import os
-import queue
 import threading
 import time
-import weakref
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional
 
-import orjson
-
-from journy_analytics._delivery import BatchResult, BatchSender, RetryState
-from journy_analytics._encoding import MAX_BATCH_BYTES, compact
-from journy_analytics._errors import DeliveryError
+from journy_analytics import _fork, _shutdown
+from journy_analytics._delivery import BatchResult, BatchSender
 from journy_analytics._events import Emitter
+from journy_analytics._journal import Journal
+from journy_analytics._logs import RateLimitedLog, logger
+from journy_analytics._outcomes import Outcomes
+from journy_analytics._queue import EventQueue
 from journy_analytics._retry import RetryPolicy
-from journy_analytics._spool import Spool, SpoolError, SpoolLockedError
+from journy_analytics._senders import SenderPool
 from journy_analytics._transport import HttpClient
+from journy_analytics._types import Batch, Callback, Cause
 
-__all__ = ["Callback", "Worker", "WorkerConfig"]
+__all__ = ["Worker", "WorkerConfig"]
 
-logger = logging.getLogger("journy_analytics")
-
-Callback = Callable[[Optional[BaseException], Dict[str, Any]], Any]
-Item = Union[bytes, Tuple[bytes, Callback]]
-
-# The envelope around the joined events: {"batch":[...],"sentAt":"...","writeKey":"..."}.
-_ENVELOPE_BYTES = 128
-_SAMPLE_SIZE = 20
+# A flush still waiting after this long says, once, what it waits for.
+_SLOW_FLUSH_NOTICE = 5.0
 _OVERFLOW_REPORT_EVERY = 1.0
 
 
@@ -64,40 +52,14 @@ class WorkerConfig:
     gzip: bool
     policy: RetryPolicy
     make_transport: Callable[[], HttpClient]
-    # A transport the user gave us is theirs: we neither rebuild it after fork nor close it twice.
+    # A transport the user gave us is theirs: we neither rebuild it after fork nor close it.
     owns_transport: bool
+    exit_flush_timeout: float = 5.0
     spool_path: Optional[str] = None
     spool_commit_interval: float = 0.2
 
 
-class _Batch:
-    __slots__ = ("first_index", "items", "number", "state")
-
-    def __init__(self, number: int, first_index: int, items: List[Item]) -> None:
-        self.number = number
-        self.first_index = first_index
-        self.items = items
-        self.state: Optional[RetryState] = None
-
-
-def _data(item: Item) -> bytes:
-    return item if isinstance(item, bytes) else item[0]
-
-
-def _callback(item: Item) -> Optional[Callback]:
-    return None if isinstance(item, bytes) else item[1]
-
-
-_live_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
-
-
-def _reinit_after_fork() -> None:
-    for worker in list(_live_workers):
-        worker._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_after_fork)
+_notices = RateLimitedLog(every=60.0)
 
 
 class Worker:
@@ -108,94 +70,42 @@ class Worker:
         self._user_transport: Optional[HttpClient] = (
             None if config.owns_transport else config.make_transport()
         )
-        self._spool: Optional[Spool] = None
-        self._spool_error: Optional[str] = None
-        self._compact_after = 2 * config.max_events_in_batch
-        self._reset()
-        if config.spool_path is not None:
-            self._open_spool(config.spool_path)
-        _live_workers.add(self)
+        self._reset(config.spool_path)
+        self._replay()
+        _fork.register(self._after_fork)
+        _shutdown.track(self)
 
-    def _open_spool(self, path: str) -> None:
-        # SpoolLockedError (another live process has the path) propagates: that is a
-        # configuration mistake to fix, not a fault to ride out.
-        try:
-            spool = Spool(path)
-            leftovers = spool.take_leftovers()
-        except SpoolLockedError:
-            raise
-        except SpoolError as exc:
-            self._spool_error = str(exc)
-            logger.error("journy_analytics: %s; events are kept in memory only", exc)
-            return
-        except Exception as exc:  # sqlite3 errors on a damaged file, disk errors
-            self._spool_error = f"cannot use spool file {path}: {exc}"
-            logger.error("journy_analytics: %s; events are kept in memory only", self._spool_error)
-            return
-        self._spool = spool
-        limit = self._config.max_queue_size
-        if len(leftovers) > limit:
-            # Keep the oldest: they were accepted first. The rest is counted and reported.
-            excess = leftovers[limit:]
-            leftovers = leftovers[:limit]
-            spool.remove(limit, limit + len(excess))
-            self._overflow += len(excess)
-            self._overflow_sample.extend(excess[:_SAMPLE_SIZE])
-        self._queue.extend(leftovers)
-        self._spooled_upto = len(leftovers)
-        self._replayed = len(leftovers)
-        if leftovers:
-            logger.info("journy_analytics: re-sending %d event(s) from the spool", len(leftovers))
-            self._start()
+    @property
+    def exit_flush_timeout(self) -> float:
+        return self._config.exit_flush_timeout
 
-    # -- state ---------------------------------------------------------------------------
-
-    def _reset(self) -> None:
-        """Fresh runtime state: at start and in a forked child (whose threads are gone and
+    def _reset(self, spool_path: Optional[str], spool_error: Optional[str] = None) -> None:
+        """Fresh runtime state: at start, and in a forked child (whose threads are gone and
         whose locks may be held by threads that no longer exist)."""
         cfg = self._config
-        self._pid = os.getpid()
-        self._queue: Deque[Item] = deque()
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._abort = threading.Event()
-        self._lock = threading.Lock()
-        self._settled = threading.Condition(self._lock)
-        self._slots = threading.BoundedSemaphore(cfg.max_concurrent_requests)
-        self._work: queue.SimpleQueue[Optional[_Batch]] = queue.SimpleQueue()
-        self._batch_numbers = itertools.count()
-        self._dispatcher: Optional[threading.Thread] = None
-        self._senders: List[threading.Thread] = []
-        self._idle_senders = 0
-        self._stopping = False
-        self._taken = 0
-        self._flush_target = 0
-        self._outstanding: Dict[int, _Batch] = {}
-        # Batches waiting for their next retry, by due time: parked, not holding a sender.
-        self._parked: List[Tuple[float, int, _Batch]] = []
-        # Set when a batch got no answer at all, cleared by the next answer or final outcome.
-        self._endpoint_down = False
-        self._in_flight = 0
-        self._spooled_upto = 0
-        self._replayed = 0
-        self._overflow: int = 0
-        self._overflow_reported = 0
-        self._overflow_reported_at = -_OVERFLOW_REPORT_EVERY
-        self._overflow_sample: Deque[bytes] = deque(maxlen=_SAMPLE_SIZE)
-        self._counters: Dict[str, int] = {
-            "delivered": 0,
-            "retried": 0,
-            "batches_sent": 0,
-            "requests": 0,
-            "bytes_sent": 0,
-            "rejected": 0,
-            "retries_exhausted": 0,
-            "closed": 0,
-            "kept_in_spool": 0,
-        }
-        if self._config.owns_transport and self._transport is not None:
-            # The parent's pool holds sockets the parent still uses: never share them.
+        self._outcomes = Outcomes(self._lock, self._emitter, cfg.max_queue_size)
+        self._queue = EventQueue(
+            max_size=cfg.max_queue_size,
+            batch_size=cfg.max_events_in_batch,
+            lock=self._lock,
+            held_elsewhere=self._outcomes,
+            wake=self._wake,
+        )
+        self._journal = Journal(
+            spool_path,
+            lock=self._lock,
+            queue=self._queue,
+            commit_interval=cfg.spool_commit_interval,
+            on_failure=self._outcomes.spool_failed,
+            error=spool_error,
+        )
+        if cfg.owns_transport:
+            # The parent's connections carry the parent's requests: never share them.
             self._transport = None
-        self._sender = BatchSender(
+        sender = BatchSender(
             url=cfg.url,
             write_key=cfg.write_key,
             policy=cfg.policy,
@@ -204,21 +114,50 @@ class Worker:
             emitter=self._emitter,
             transport=self._get_transport,
             aborted=self._abort.is_set,
+            observe=self._outcomes.observe,
         )
+        self._sender = sender
+        self._pool = SenderPool(
+            max_concurrent=cfg.max_concurrent_requests,
+            sender=sender,
+            wake=self._wake,
+            on_result=self._on_result,
+        )
+        self._dispatcher: Optional[threading.Thread] = None
+        self._no_threads = False
+        self._stopping = False
+        self._retired = False
+        self._finished = False
+        self._flush_target = 0
+        self._replayed_into_queue = 0
+        self._eager_deadline: Optional[float] = None
+
+    def _replay(self) -> None:
+        leftovers = self._journal.open()
+        if not leftovers:
+            return
+        limit = self._config.max_queue_size
+        kept, excess = leftovers[:limit], leftovers[limit:]
+        self._journal.forget_beyond(len(kept), len(leftovers))
+        self._queue.replay(kept)
+        self._journal.replayed(len(kept))
+        self._replayed_into_queue = len(kept)
+        self._outcomes.note_replayed(len(leftovers))
+        if excess:
+            self._outcomes.drop_queued(
+                Batch(-1, -1, list(excess)),
+                Cause.SPOOL_OVERFLOW,
+                f"{len(excess)} event(s) found in the spool beyond max_queue_size={limit} "
+                "were dropped",
+                kept=False,
+            )
+        logger.info("re-sending %d event(s) from the spool", len(kept))
+        self._start()
 
     def _after_fork(self) -> None:
-        if self._pid != os.getpid():
-            if self._spool is not None:
-                # The file, its lock and its connection are the parent's.
-                self._spool.abandon()
-                self._spool = None
-                self._spool_error = "a forked child does not share its parent's spool"
-                logger.warning(
-                    "journy_analytics: forked child process %d keeps events in memory only; "
-                    "create the client after fork to give each process its own spool",
-                    os.getpid(),
-                )
-            self._reset()
+        self._journal.after_fork()
+        error = self._journal.figures()["error"]
+        self._reset(None, error)
 
     def _get_transport(self) -> HttpClient:
         if self._user_transport is not None:
@@ -233,525 +172,350 @@ class Worker:
 
     # -- the call path -------------------------------------------------------------------
 
-    def put(self, data: bytes, callback: Optional[Callback]) -> bool:
-        q = self._queue
-        n = len(q)
-        if not n & 63 and self._pid != os.getpid():
-            # register_at_fork covers every fork made through Python; this lazy check covers a
-            # fork it cannot see (a C extension calling fork()). getpid() is a system call, so
-            # it runs when the queue is empty and at every 64th event, not on every call.
-            self._after_fork()
-            q = self._queue
-            n = len(q)
-        if n >= self._config.max_queue_size:
-            self._on_overflow(data, callback)
-            return False
-        if n >= self._compact_after:
-            # This event will wait: keep it in exactly its size. Events sent at once skip
-            # the copy; their buffers are recycled as soon as the batch is out.
-            data = compact(data)
-        q.append(data if callback is None else (data, callback))
-        n += 1
-        if (n == 1 or n >= self._config.max_events_in_batch) and not self._wake.is_set():
-            self._wake.set()
-        if self._dispatcher is None:
+    def put(self, data: bytes, callback: Optional[Callback]) -> None:
+        if not self._queue.put(data if callback is None else (data, callback)):
+            self._outcomes.overflow(data, callback)
+            self._wake.set()  # the dispatcher reports it
+        elif self._dispatcher is None:
             self._start()
-        return True
-
-    def _on_overflow(self, data: bytes, callback: Optional[Callback]) -> None:
-        # Counted here, reported by the dispatcher: the caller is never made to wait on a
-        # user's error handler. A callback is the caller's own and is told at once.
-        self._overflow += 1
-        self._overflow_sample.append(data)
-        if not self._wake.is_set():
-            self._wake.set()
-        if callback is not None:
-            error = DeliveryError(
-                "queue_full",
-                f"the queue holds max_queue_size={self._config.max_queue_size} events; "
-                "this event was dropped (raise max_queue_size or check the server)",
-            )
-            _call(callback, error, orjson.loads(data))
+        if self._finished:
+            # This call raced close_and_flush(): its event must not sit in a queue that
+            # nothing reads any more.
+            self._drop_after_close()
+        elif self._eager_deadline is not None:
+            self.flush(max(0.0, self._eager_deadline - time.monotonic()))
 
     def _start(self) -> None:
         with self._lock:
-            if self._dispatcher is not None:
+            if self._dispatcher is not None or self._no_threads or self._finished:
                 return
             thread = threading.Thread(
-                target=self._dispatch_forever, name="journy-analytics-dispatcher", daemon=True
+                target=self._run_dispatcher, name="journy-analytics-dispatcher", daemon=True
             )
             self._dispatcher = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:
+            # Interpreter shutdown (Python 3.12+ refuses new threads once it begins): the
+            # event stays queued, and the exit flush delivers it from its own thread.
+            with self._lock:
+                self._dispatcher = None
+                self._no_threads = True
 
     # -- the dispatcher ------------------------------------------------------------------
 
-    def _dispatch_forever(self) -> None:
+    def _run_dispatcher(self) -> None:
         try:
-            self._dispatch()
-        except BaseException:  # pragma: no cover - a bug; say so loudly, never die silently
-            logger.exception("journy_analytics: the dispatcher thread failed")
-            raise
-
-    def _dispatch(self) -> None:
-        cfg = self._config
-        q = self._queue
-        batch_size = cfg.max_events_in_batch
-        interval = cfg.flush_interval
-        oldest: Optional[float] = None  # no event in the queue is older than this
-        timer_target = 0
-        while not self._abort.is_set():
-            self._wake.clear()
-            self._report_overflow()
-            retry_in: Optional[float] = None
-            if self._parked:
-                due = self._next_retry_due()
-                if due is not None:
-                    retry_in = due - time.monotonic()
-                    if retry_in <= 0:
-                        # A due retry goes before new batches: its events are older.
-                        if not self._acquire_slot():
-                            return
-                        self._resubmit_due_retry()
-                        continue
-            n = len(q)
-            if n == 0:
-                oldest = None
-                if self._stopping and not self._outstanding:
-                    return
-                timeout = retry_in
-                if self._overflow != self._overflow_reported:
-                    timeout = min(timeout or _OVERFLOW_REPORT_EVERY, _OVERFLOW_REPORT_EVERY)
-                self._wake.wait(timeout)
-                continue
-            if self._spool is not None:
-                self._commit_to_spool()
-            if self._endpoint_down:
-                # While a batch waits out an outage, its retries probe the server; new
-                # batches wait in the queue instead of hammering a server that is down.
-                timeout = retry_in
-                if self._spool is not None:
-                    timeout = min(timeout or cfg.spool_commit_interval, cfg.spool_commit_interval)
-                self._wake.wait(timeout)
-                continue
-            now = time.monotonic()
-            if oldest is None:
-                oldest = now
-            with self._lock:
-                due_target = max(self._flush_target, timer_target)
-                taken = self._taken
-                stopping = self._stopping
-            if n < batch_size and taken >= due_target and not stopping:
-                remaining = oldest + interval - now
-                if remaining > 0:
-                    if self._spool is not None:
-                        # Wake up for the next group commit of events arriving meanwhile.
-                        remaining = min(remaining, cfg.spool_commit_interval)
-                    if retry_in is not None:
-                        remaining = min(remaining, retry_in)
-                    self._wake.wait(remaining)
-                    continue
-                # Everything queued now has waited long enough; what comes later gets its
-                # own full interval.
-                timer_target = taken + n
-                oldest = now
-            if not self._acquire_slot():
-                return
-            if self._spool is not None:
-                # Nothing leaves unspooled: a batch's events are on disk before it is cut.
-                self._commit_to_spool()
-            batch = self._take(batch_size)
-            if batch is None:  # close() emptied the queue meanwhile
-                self._slots.release()
-                continue
-            self._submit(batch)
-
-    def _next_retry_due(self) -> Optional[float]:
-        with self._lock:
-            return self._parked[0][0] if self._parked else None
-
-    def _resubmit_due_retry(self) -> None:
-        """Called holding a sender slot; gives it back if close() took the batch meanwhile."""
-        with self._lock:
-            entry = heapq.heappop(self._parked) if self._parked else None
-        if entry is None:
-            self._slots.release()
-            return
-        self._submit(entry[2])
-
-    def _park(self, batch: _Batch, delay: float) -> None:
-        assert batch.state is not None
-        self._endpoint_down = batch.state.outage
-        with self._lock:
-            aborted = self._abort.is_set()
-            if not aborted:
-                heapq.heappush(self._parked, (time.monotonic() + delay, batch.number, batch))
-        if aborted:
-            self._settle(batch, self._sender.closed(batch.state, "the client closed"))
-            return
-        self._wake.set()
-
-    def _commit_to_spool(self) -> None:
-        """Write every queued event not yet on disk, in one transaction."""
-        spool = self._spool
-        if spool is None:
-            return
-        q = self._queue
-        with self._lock:
-            taken = self._taken
-        # Only this thread pops from the queue, so positions cannot shift under us; index
-        # access (not iteration) stays valid while callers append.
-        first = self._spooled_upto
-        end = taken + len(q)
-        if end <= first:
-            return
-        try:
-            bodies = [_data(q[i - taken]) for i in range(max(first, taken), end)]
-        except IndexError:
-            return  # close() drained the queue meanwhile; it commits what it keeps itself
-        try:
-            spool.append(max(first, taken), bodies)
-        except Exception as exc:
-            self._spool_failed(exc)
-            return
-        self._spooled_upto = end
-
-    def _spool_failed(self, exc: BaseException) -> None:
-        spool, self._spool = self._spool, None
-        path = spool.path if spool is not None else "?"
-        self._spool_error = f"spool {path} failed: {exc}"
-        logger.error(
-            "journy_analytics: %s; carrying on with events in memory only", self._spool_error
-        )
-        self._emitter.emit(
-            "error",
-            DeliveryError(
-                "spool",
-                f"{self._spool_error}; events are no longer written to disk (none was lost)",
-            ),
-        )
-
-    def _acquire_slot(self) -> bool:
-        while not self._slots.acquire(timeout=0.05):
-            if self._abort.is_set():
-                return False
-        return True
-
-    def _take(self, batch_size: int) -> Optional[_Batch]:
-        q = self._queue
-        items: List[Item] = []
-        size = _ENVELOPE_BYTES
-        with self._lock:
-            while q and len(items) < batch_size:
-                length = len(_data(q[0])) + 1
-                if items and size + length > MAX_BATCH_BYTES:
+            while not self._abort.is_set():
+                wait = self._step()
+                if wait == _DONE:
                     break
-                items.append(q.popleft())
-                size += length
-            if not items:
-                return None
-            batch = _Batch(next(self._batch_numbers), self._taken, items)
-            self._outstanding[batch.number] = batch
-            self._taken += len(items)
-            self._in_flight += len(items)
-        return batch
+                self._wake.wait(wait)
+        except BaseException:  # pragma: no cover - a bug; say so loudly, never die silently
+            logger.exception("the dispatcher thread failed")
+            raise
+        if self._retired:
+            self._finish()
 
-    def _submit(self, batch: _Batch) -> None:
-        self._work.put(batch)
-        with self._lock:
-            spawn = self._idle_senders == 0 and len(self._senders) < (
-                self._config.max_concurrent_requests
-            )
-            if spawn:
-                thread = threading.Thread(
-                    target=self._send_forever,
-                    name=f"journy-analytics-sender-{len(self._senders)}",
-                    daemon=True,
-                )
-                self._senders.append(thread)
-        if spawn:
-            try:
-                thread.start()
-            except RuntimeError:
-                # At interpreter shutdown no new thread may start: deliver inline instead.
-                with self._lock:
-                    self._senders.remove(thread)
-                    if self._senders:
-                        return
-                pending = self._work.get()
-                if pending is not None:
-                    self._deliver(pending)
-
-    def _report_overflow(self) -> None:
-        dropped = self._overflow - self._overflow_reported
-        if dropped <= 0:
-            return
+    def _step(self) -> Optional[float]:
+        """Do the next thing there is to do; return how long to wait before the next step
+        (None: until woken), or ``_DONE``."""
+        self._wake.clear()
+        outcomes, pool, queue, journal = self._outcomes, self._pool, self._queue, self._journal
+        if outcomes.overflow_pending():
+            outcomes.report_overflow()
         now = time.monotonic()
-        if now - self._overflow_reported_at < _OVERFLOW_REPORT_EVERY and not self._stopping:
-            # One report a second at most: an overloaded app must not also drown in logs.
-            return
-        self._overflow_reported_at = now
-        self._overflow_reported += dropped
-        sample = [orjson.loads(d) for d in list(self._overflow_sample)]
-        self._overflow_sample.clear()
-        error = DeliveryError(
-            "queue_full",
-            f"{dropped} event(s) dropped: the queue was full "
-            f"(max_queue_size={self._config.max_queue_size}); raise max_queue_size, or check "
-            "why the server is not keeping up",
-            events=sample,
-            count=dropped,
-        )
-        logger.warning("journy_analytics: %s", error.reason)
-        self._emitter.emit("error", error)
-
-    # -- the senders ---------------------------------------------------------------------
-
-    def _send_forever(self) -> None:
-        while True:
-            with self._lock:
-                self._idle_senders += 1
-            batch = self._work.get()
-            with self._lock:
-                self._idle_senders -= 1
-            if batch is None:
-                return
-            try:
-                self._deliver(batch)
-            except BaseException:  # pragma: no cover - a bug; keep the slot accounting right
-                logger.exception("journy_analytics: delivering a batch failed unexpectedly")
-            finally:
-                self._slots.release()
-
-    def _deliver(self, batch: _Batch) -> None:
-        """One attempt; a batch that must wait for a retry is parked, freeing this sender."""
-        if batch.state is None:
-            batch.state = self._sender.start([_data(item) for item in batch.items])
-        result = self._sender.attempt(batch.state)
-        if isinstance(result, BatchResult):
-            self._settle(batch, result)
-        else:
-            self._park(batch, result)
-
-    def _settle(self, batch: _Batch, result: BatchResult) -> None:
-        events = [_data(item) for item in batch.items]
-        delivered = result.outcome == "delivered"
-        error: Optional[DeliveryError] = None
-        emitter = self._emitter
-        decoded: Optional[List[Dict[str, Any]]] = None
-        wants_callbacks = any(type(item) is not bytes for item in batch.items)
-        if not delivered:
-            code = "closed" if result.outcome == "closed" else "delivery_failure"
-            if result.outcome == "retries_exhausted":
-                code = "retries_exhausted"
-            decoded = [orjson.loads(d) for d in events]
-            error = DeliveryError(code, result.reason, events=decoded, status=result.status)
-            logger.warning(
-                "journy_analytics: %d event(s) not delivered: %s", len(events), result.reason
-            )
-            emitter.emit("error", error)
-        elif wants_callbacks or any(emitter.has(t) for t in _TYPES):
-            decoded = [orjson.loads(d) for d in events]
-            for message in decoded:
-                emitter.emit(message.get("type", ""), message)
-        if wants_callbacks and decoded is not None:
-            for item, message in zip(batch.items, decoded):
-                callback = _callback(item)
-                if callback is not None:
-                    _call(callback, error, message)
-        spool = self._spool
-        if spool is not None and result.outcome != "closed":
-            # Delivered, or refused for good and reported: either way not to be re-sent.
-            try:
-                spool.remove(batch.first_index, batch.first_index + len(events))
-            except Exception as exc:
-                self._spool_failed(exc)
-        with self._settled:
-            counters = self._counters
-            counters["requests"] += result.requests
-            counters["bytes_sent"] += result.bytes_sent
-            counters["retried"] += result.retries
-            if delivered:
-                counters["delivered"] += len(events)
-                counters["batches_sent"] += 1
+        waits: List[float] = []
+        if outcomes.overflow_pending():
+            waits.append(_OVERFLOW_REPORT_EVERY)
+        due = pool.next_due()
+        if due is not None:
+            if due <= now:
+                if pool.has_capacity():
+                    # A due retry goes before new batches: its events are older.
+                    pool.resubmit_due(now)
+                    return 0.0
             else:
-                counters[result.outcome] += len(events)
-            del self._outstanding[batch.number]
-            self._in_flight -= len(events)
-            drained = not self._outstanding and not self._queue
-            self._settled.notify_all()
-        if self._endpoint_down or self._stopping:
-            # The server answered (or the batch is done): let the dispatcher send again, or
-            # see that the last batch it waited for has settled.
-            self._endpoint_down = False
-            self._wake.set()
-        if drained:
-            emitter.emit("drained")
+                waits.append(due - now)
+        n = len(queue)
+        if n == 0:
+            self._oldest = None
+            with self._lock:
+                done = self._stopping and outcomes.idle()
+            if done:
+                return _DONE
+            return min(waits, default=None)
+        if journal.enabled:
+            commit_in = journal.commit_due()
+            if commit_in == 0.0:
+                journal.commit()
+                commit_in = self._config.spool_commit_interval
+            waits.append(commit_in)
+        gate = pool.gate(now)
+        if gate is not None:
+            # The server is down or asked for a pause: only parked retries probe it.
+            if gate > 0:
+                waits.append(gate)
+            return min(waits, default=None)
+        with self._lock:
+            due_target = self._flush_target
+            taken = queue.next_position
+            hurry = self._stopping or self._eager_deadline is not None
+        if n < queue.batch_size and taken >= due_target and not hurry:
+            oldest = self._oldest if self._oldest is not None else now
+            self._oldest = oldest
+            remaining = oldest + self._config.flush_interval - now
+            if remaining > 0:
+                waits.append(remaining)
+                return min(waits)
+            # Everything queued now has waited long enough; later events get their own
+            # full interval.
+            with self._lock:
+                self._flush_target = max(self._flush_target, taken + n)
+        if not pool.has_capacity():
+            return min(waits, default=None)  # a sender coming back wakes us
+        if journal.enabled:
+            # Nothing leaves unspooled: a batch's events are on disk before it is cut.
+            journal.commit()
+        with self._lock:
+            batch = queue.take()
+            if batch is not None:
+                outcomes.begin(batch)
+            if not len(queue):
+                self._oldest = None
+        if batch is not None:
+            pool.submit(batch)
+        return 0.0
+
+    _oldest: Optional[float] = None
+
+    def _on_result(self, batch: Batch, result: BatchResult) -> None:
+        kept = result.cause is Cause.CLOSED and self._journal.enabled
+        self._journal.settled(batch, result)
+        self._outcomes.settle(batch, result, kept=kept)
+        with self._lock:
+            idle = self._outcomes.idle()
+        if self._finished:
+            self._journal.maybe_finish(idle)
+        if idle and not len(self._queue) and not batch.abandoned:
+            self._emitter.emit("drained")
 
     # -- flush and close -----------------------------------------------------------------
 
-    def _watermark(self) -> int:
-        return min((b.first_index for b in self._outstanding.values()), default=self._taken)
+    def _in_worker_thread(self) -> bool:
+        current = threading.current_thread()
+        return current is self._dispatcher or self._pool.owns(current)
 
     def flush(self, timeout: Optional[float]) -> bool:
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        if threading.current_thread() in (*self._senders, self._dispatcher):
-            # A handler or callback calling flush() would wait on itself.
-            logger.warning("journy_analytics: flush() from a handler would deadlock; skipped")
+        if self._in_worker_thread():
+            # A handler or callback: waiting would wait on itself.
+            _notices.log(
+                "flush-in-handler",
+                logging.WARNING,
+                "flush() called from a callback or handler cannot wait for the thread it "
+                "runs on; it returns False at once and delivery goes on in the background",
+            )
             return False
+        started = time.monotonic()
+        deadline = None if timeout is None else started + max(0.0, timeout)
+        queue = self._queue
         with self._lock:
-            target = self._taken + len(self._queue)
+            target = queue.next_position + len(queue)
             if target > self._flush_target:
                 self._flush_target = target
-        if self._queue and self._dispatcher is None:
+        if len(queue) and self._dispatcher is None:
             self._start()
+        if self._dispatcher is None and self._no_threads:
+            return self._flush_inline(target, deadline)
         self._wake.set()
-        with self._settled:
-            while self._watermark() < target:
-                if deadline is None:
-                    self._settled.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+        noticed = False
+        outcomes = self._outcomes
+        while True:
+            notice: Optional[str] = None
+            with outcomes.settled:
+                settled_upto = outcomes.watermark(queue.next_position)
+                if settled_upto >= target:
+                    return True
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
                     return False
-                self._settled.wait(remaining)
-        return True
+                if not noticed and now - started >= _SLOW_FLUSH_NOTICE:
+                    noticed = True
+                    error = outcomes.last_error
+                    notice = (
+                        f"flush/close has waited {now - started:.0f} s for "
+                        f"{target - settled_upto} event(s) to settle"
+                        + (f"; last error: {error[0]}" if error else "; the server is slow")
+                    )
+                else:
+                    slice_end = None if noticed else started + _SLOW_FLUSH_NOTICE
+                    limits = [t for t in (deadline, slice_end) if t is not None]
+                    outcomes.settled.wait(min(limits) - now if limits else None)
+            if notice is not None:
+                # Outside the lock: a log handler may take its time.
+                _notices.log("slow-flush", logging.WARNING, "%s", notice)
+
+    def _flush_inline(self, target: int, deadline: Optional[float]) -> bool:
+        """No thread can start (interpreter shutdown): run the dispatcher's steps here."""
+        self._pool.inline = True
+        while True:
+            with self._lock:
+                if self._outcomes.watermark(self._queue.next_position) >= target:
+                    return True
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            wait = self._step()
+            if wait == _DONE:
+                return True
+            if wait:
+                limit = wait if deadline is None else min(wait, deadline - now)
+                self._wake.wait(max(0.0, limit))
+            elif wait is None:
+                self._wake.wait(0.05 if deadline is None else min(0.05, deadline - now))
 
     def close(self, timeout: Optional[float]) -> bool:
         """Deliver what is queued within ``timeout``, then stop the threads.
 
-        Past the deadline, retries and backoff sleeps are cut short, what is still queued
-        is dropped and reported (``closed``), and the call returns False.
+        Past the deadline, retries and backoff waits are cut short, what is still queued or
+        in flight is reported (``closed``, or kept in the spool), and it returns False.
         """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._lock:
             self._stopping = True
+        if self._in_worker_thread():
+            # From a callback or handler: this thread cannot wait for itself. Nothing is
+            # dropped; the dispatcher finishes the work and then stops.
+            self._retired = True
+            self._wake.set()
+            _notices.log(
+                "close-in-handler",
+                logging.WARNING,
+                "close_and_flush() called from a callback or handler cannot wait for the "
+                "thread it runs on; queued events are delivered in the background",
+            )
+            return False
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         settled = self.flush(timeout)
         if not settled:
-            self._abort.set()
-            self._wake.set()  # the dispatcher may be waiting; it must see the abort now
-            if self._dispatcher is not None and self._dispatcher is not threading.current_thread():
-                self._dispatcher.join(_remaining(deadline, cap=0.5))
-            with self._lock:
-                parked = [entry[2] for entry in self._parked]
-                self._parked.clear()
-            for batch in parked:
-                assert batch.state is not None
-                self._settle(batch, self._sender.closed(batch.state, "the client closed"))
-            if self._spool is not None:
-                self._commit_to_spool()
-            self._drop_queued(kept=self._spool is not None)
-            self._report_in_flight()
+            self._give_up(deadline)
+        self._finish()
+        return settled
+
+    def _give_up(self, deadline: Optional[float]) -> None:
+        self._abort.set()
+        self._wake.set()  # the dispatcher may be waiting; it must see the abort now
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher is not threading.current_thread():
+            dispatcher.join(_remaining(deadline, cap=0.5))
+        kept = self._journal.enabled
+        why = "the client closed while the batch waited to retry; " + (
+            "it stays in the spool for the next client" if kept else "it was dropped"
+        )
+        for batch in self._pool.take_parked():
+            self._on_result(batch, self._sender.closed(batch.state, why))
+        self._journal.commit()
+        with self._lock:
+            drained = self._queue.drain()
+        fate = (
+            "they stay in the spool and are sent when a client next opens it"
+            if kept
+            else "they were dropped"
+        )
+        self._outcomes.drop_queued(
+            drained,
+            Cause.CLOSED,
+            f"{len(drained)} event(s) were still queued when close_and_flush() timed out; " + fate,
+            kept=kept,
+        )
+        self._outcomes.abandon_in_flight(
+            "they stay in the spool and are re-sent by the next client on it"
+            if kept
+            else "they are lost if the process ends before the server answers",
+            kept=kept,
+        )
+
+    def _finish(self) -> None:
+        """Stop for good (idempotent): threads, spool, transport, the exit registry."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
         self._wake.set()
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread():
-            dispatcher.join(_remaining(deadline, cap=1.0))
-        if self._queue:
-            # A call that raced close_and_flush() got in after the last batch was cut.
-            if self._spool is not None:
-                self._commit_to_spool()
-            self._drop_queued(kept=self._spool is not None)
-        for _ in self._senders:
-            self._work.put(None)
-        if self._spool is not None:
-            self._spool.close()
+            dispatcher.join(0.2)
+        self._drop_after_close()
+        self._outcomes.report_overflow(now_or_never=True)
+        self._pool.stop()
+        with self._lock:
+            idle = self._outcomes.idle()
+        self._journal.close(idle)
         if self._config.owns_transport and self._transport is not None:
             try:
-                self._transport.close()
+                self._transport.close()  # idle connections; requests on the wire finish
             except Exception:  # pragma: no cover
-                logger.debug("journy_analytics: closing the transport failed", exc_info=True)
-        _live_workers.discard(self)
-        return settled
+                logger.debug("closing the transport failed", exc_info=True)
+        _shutdown.untrack(self)
 
-    def _drop_queued(self, kept: bool) -> None:
+    def _drop_after_close(self) -> None:
+        self._journal.commit()
         with self._lock:
-            items = list(self._queue)
-            self._queue.clear()
-            self._counters["kept_in_spool" if kept else "closed"] += len(items)
-        if items:
-            fate = (
-                "they stay in the spool and are sent when a client next opens it"
-                if kept
-                else "they were dropped"
+            drained = self._queue.drain()
+        if drained.items:
+            kept = self._journal.enabled
+            self._outcomes.drop_queued(
+                drained,
+                Cause.CLOSED,
+                f"{len(drained)} event(s) arrived while close_and_flush() was finishing; "
+                + ("they stay in the spool" if kept else "they were not sent"),
+                kept=kept,
             )
-            self._report_closed(items, "were still queued", fate)
 
-    def _report_in_flight(self) -> None:
-        """Batches still on the wire when close gave up: their fate is unknown, so say so
-        now rather than never (at interpreter exit the process ends before they settle)."""
+    def retire(self) -> None:
+        """The client is gone (garbage collected without close_and_flush): deliver what
+        it queued in the background, then stop the threads."""
         with self._lock:
-            items = [item for batch in self._outstanding.values() for item in batch.items]
-        if items:
-            fate = (
-                "they stay in the spool and are re-sent by the next client on it"
-                if self._spool is not None
-                else "they are lost if the process ends before the server answers"
-            )
-            # Their callbacks run when (if) the server answers.
-            self._report_closed(items, "were in flight", fate, call_back=False)
+            self._stopping = True
+            self._retired = True
+            running = self._dispatcher is not None
+        if running:
+            self._wake.set()
+        elif not len(self._queue):
+            self._finish()
+        # Queued without a dispatcher (threads refused at shutdown): the exit flush has it.
 
-    def _report_closed(
-        self, items: List[Item], where: str, fate: str, call_back: bool = True
-    ) -> None:
-        decoded = [orjson.loads(_data(item)) for item in items]
-        error = DeliveryError(
-            "closed",
-            f"{len(items)} event(s) {where} when close_and_flush() timed out; {fate}",
-            events=decoded,
-        )
-        logger.warning("journy_analytics: %s", error.reason)
-        self._emitter.emit("error", error)
-        if call_back:
-            for item, message in zip(items, decoded):
-                callback = _callback(item)
-                if callback is not None:
-                    _call(callback, error, message)
+    def terminating(self, budget: float) -> None:
+        """SIGTERM with an app handler to chain to: from now on every event is sent at
+        once, and each call waits (within ``budget`` seconds in all) for its delivery."""
+        self._eager_deadline = time.monotonic() + budget
+        self._wake.set()
 
     # -- figures -------------------------------------------------------------------------
 
     def stats(self) -> Dict[str, Any]:
         with self._lock:
-            c = dict(self._counters)
-            in_flight = self._in_flight
-            retrying = sum(len(entry[2].items) for entry in self._parked)
-        alive = self._dispatcher is not None and self._dispatcher.is_alive()
-        return {
-            "queued": len(self._queue),
-            "in_flight": in_flight,
-            "waiting_to_retry": retrying,
-            "delivered": c["delivered"],
-            "retried": c["retried"],
-            "dropped": {
-                "queue_full": self._overflow,
-                "rejected": c["rejected"],
-                "retries_exhausted": c["retries_exhausted"],
-                "closed": c["closed"],
-            },
-            "batches_sent": c["batches_sent"],
-            "requests": c["requests"],
-            "bytes_sent": c["bytes_sent"],
-            "worker_alive": alive,
-            "senders": sum(1 for t in self._senders if t.is_alive()),
-            "spool": {
-                "enabled": self._spool is not None,
-                "path": self._spool.path if self._spool is not None else self._config.spool_path,
-                "error": self._spool_error,
-                "replayed": self._replayed,
-                "kept": c["kept_in_spool"],
-            },
-        }
+            figures = self._outcomes.figures()
+            queued = len(self._queue)
+            taken = self._queue.next_position
+        figures["queued"] = queued
+        figures["accepted"] = (
+            taken + queued + figures["dropped"]["queue_full"] - self._replayed_into_queue
+        )
+        figures["waiting_to_retry"] = self._pool.parked_events()
+        dispatcher = self._dispatcher
+        figures["worker_alive"] = dispatcher is not None and dispatcher.is_alive()
+        figures["senders"] = self._pool.alive()
+        spool = self._journal.figures()
+        spool["replayed"] = self._replayed_into_queue
+        spool["kept"] = figures["kept_in_spool"]
+        figures["spool"] = spool
+        return figures
 
 
-_TYPES = ("identify", "group", "track", "page", "screen", "alias")
+_DONE = -1.0
 
 
 def _remaining(deadline: Optional[float], cap: float) -> float:
     if deadline is None:
         return cap
     return max(0.0, min(cap, deadline - time.monotonic()))
-
-
-def _call(callback: Callback, error: Optional[BaseException], message: Dict[str, Any]) -> None:
-    try:
-        callback(error, message)
-    except Exception:
-        logger.exception("journy_analytics: an event callback raised; carrying on")

@@ -7,35 +7,41 @@ bytes to the worker. It never blocks on the network and never raises for deliver
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import ipaddress
-import logging
 import math
 import os
 import threading
 import time
+import uuid
 import weakref
 from types import TracebackType
-from typing import Any, Dict, Mapping, Optional, Type, Union
+from typing import Any, Dict, Mapping, NoReturn, Optional, Tuple, Type, Union
 from urllib.parse import urlsplit
 
 import orjson
 
+from journy_analytics import _fork, _shutdown
 from journy_analytics import _messages as m
 from journy_analytics._encoding import encode_event
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._events import Emitter, Handler
+from journy_analytics._logs import logger
 from journy_analytics._retry import RetryPolicy
-from journy_analytics._transport import HttpClient, Response, Urllib3HttpClient
-from journy_analytics._worker import Callback, Worker, WorkerConfig
+from journy_analytics._transport import HttpClient, Response, StdlibHttpClient
+from journy_analytics._types import FLUSH_TIMEOUT, Callback, _Default
+from journy_analytics._worker import Worker, WorkerConfig
 
-__all__ = ["Analytics"]
-
-logger = logging.getLogger("journy_analytics")
+__all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "Analytics"]
 
 DEFAULT_HOST = "https://analyze.journy.io"
 DEFAULT_PATH = "/backend/v1/batch"
+
+# An id: str, or an int or UUID (converted with str()).
+Id = Union[str, int, uuid.UUID]
+
+_getpid = os.getpid
+_fork_state = _fork.state
 
 
 class _NullHttpClient:
@@ -69,6 +75,8 @@ class Analytics:
         gzip: bool = False,
         spool: Optional[Union[str, os.PathLike[str]]] = None,
         *,
+        flush_timeout: Optional[float] = 30.0,
+        handle_sigterm: bool = True,
         max_concurrent_requests: int = 8,
         exit_flush_timeout: float = 5.0,
         retry_policy: Optional[RetryPolicy] = None,
@@ -87,6 +95,8 @@ class Analytics:
         _positive_number("flush_interval", flush_interval, allow_zero=True)
         _positive_number("http_request_timeout", http_request_timeout)
         _positive_number("exit_flush_timeout", exit_flush_timeout, allow_zero=True)
+        if flush_timeout is not None:
+            _positive_number("flush_timeout", flush_timeout, allow_zero=True)
         if http_client is not None and not callable(getattr(http_client, "send", None)):
             raise ValueError(
                 "http_client must have a send(url, body, headers, timeout) method "
@@ -97,11 +107,11 @@ class Analytics:
                 "spool must be a file path (str or os.PathLike), e.g. 'journy-spool.db'"
             )
         _positive_number("spool_commit_interval", spool_commit_interval)
-        self._write_key = write_key
         self.host = host
         self.path = path
         self.disable = bool(disable)
         self.exit_flush_timeout = float(exit_flush_timeout)
+        self.flush_timeout = None if flush_timeout is None else float(flush_timeout)
         policy = retry_policy or RetryPolicy()
         if retry_policy is None or max_retries != 3:
             policy = dataclasses.replace(policy, max_retries=max_retries)
@@ -119,7 +129,7 @@ class Analytics:
         else:
 
             def make() -> HttpClient:
-                return Urllib3HttpClient(maxsize=max_concurrent_requests)
+                return StdlibHttpClient(maxsize=max_concurrent_requests)
 
             owns = True
         self._config = WorkerConfig(
@@ -134,12 +144,17 @@ class Analytics:
             policy=policy,
             make_transport=make,
             owns_transport=owns,
+            exit_flush_timeout=float(exit_flush_timeout),
             spool_path=None if spool is None else os.fspath(spool),
             spool_commit_interval=float(spool_commit_interval),
         )
         self._worker = Worker(self._config, self._emitter)
+        # Garbage collected without close_and_flush(): the worker delivers what it holds
+        # in the background and stops (and is flushed at exit like any open client).
+        weakref.finalize(self, self._worker.retire).atexit = False
+        if handle_sigterm:
+            _shutdown.install_sigterm_handler()
         _warn_plain_http(url)
-        _open_clients.add(self)
 
     # -- settings a user may read --------------------------------------------------------
 
@@ -179,12 +194,14 @@ class Analytics:
         )
 
     # -- event methods -------------------------------------------------------------------
+    # Keyword arguments only: a positional call raises TypeError saying so (the
+    # ``*positional: NoReturn`` also makes it a type error for mypy and pyright).
 
     def identify(
         self,
-        *,
-        user_id: Optional[Any] = None,
-        anonymous_id: Optional[Any] = None,
+        *positional: NoReturn,
+        user_id: Optional[Id] = None,
+        anonymous_id: Optional[Id] = None,
         traits: Optional[Mapping[str, Any]] = None,
         timestamp: m.Timestamp = None,
         context: Optional[Mapping[str, Any]] = None,
@@ -193,19 +210,29 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Tie a user to their traits. Traits merge (union) across calls; ``None`` deletes."""
+        if positional:
+            raise _positional_call("identify", positional)
+        if _getpid() != _fork_state.pid:
+            _fork.check()
         self._enqueue(
             m.build_identify(
-                user_id, anonymous_id, traits, timestamp, context, integrations, message_id
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                traits=traits,
+                timestamp=timestamp,
+                context=context,
+                integrations=integrations,
+                message_id=message_id,
             ),
             callback,
         )
 
     def group(
         self,
-        *,
-        group_id: Any = None,
-        user_id: Optional[Any] = None,
-        anonymous_id: Optional[Any] = None,
+        *positional: NoReturn,
+        group_id: Optional[Id] = None,
+        user_id: Optional[Id] = None,
+        anonymous_id: Optional[Id] = None,
         traits: Optional[Mapping[str, Any]] = None,
         timestamp: m.Timestamp = None,
         context: Optional[Mapping[str, Any]] = None,
@@ -214,28 +241,32 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Link a user to an account (group) and record the account's traits."""
+        if positional:
+            raise _positional_call("group", positional)
+        if _getpid() != _fork_state.pid:
+            _fork.check()
         self._enqueue(
             m.build_group(
-                user_id,
-                anonymous_id,
-                group_id,
-                traits,
-                timestamp,
-                context,
-                integrations,
-                message_id,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                group_id=group_id,
+                traits=traits,
+                timestamp=timestamp,
+                context=context,
+                integrations=integrations,
+                message_id=message_id,
             ),
             callback,
         )
 
     def track(
         self,
-        *,
-        event: Any = None,
-        user_id: Optional[Any] = None,
-        anonymous_id: Optional[Any] = None,
+        *positional: NoReturn,
+        event: Optional[str] = None,
+        user_id: Optional[Id] = None,
+        anonymous_id: Optional[Id] = None,
         properties: Optional[Mapping[str, Any]] = None,
-        group_id: Optional[Any] = None,
+        group_id: Optional[Id] = None,
         timestamp: m.Timestamp = None,
         context: Optional[Mapping[str, Any]] = None,
         integrations: Optional[Mapping[str, Any]] = None,
@@ -243,30 +274,34 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Record an action. ``group_id`` puts it in the context of that account."""
+        if positional:
+            raise _positional_call("track", positional)
+        if _getpid() != _fork_state.pid:
+            _fork.check()
         self._enqueue(
             m.build_track(
-                user_id,
-                anonymous_id,
-                event,
-                properties,
-                timestamp,
-                context,
-                integrations,
-                message_id,
-                group_id,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                event=event,
+                properties=properties,
+                timestamp=timestamp,
+                context=context,
+                integrations=integrations,
+                message_id=message_id,
+                group_id=group_id,
             ),
             callback,
         )
 
     def page(
         self,
-        *,
-        user_id: Optional[Any] = None,
-        anonymous_id: Optional[Any] = None,
+        *positional: NoReturn,
+        user_id: Optional[Id] = None,
+        anonymous_id: Optional[Id] = None,
         category: Optional[str] = None,
         name: Optional[str] = None,
         properties: Optional[Mapping[str, Any]] = None,
-        group_id: Optional[Any] = None,
+        group_id: Optional[Id] = None,
         timestamp: m.Timestamp = None,
         context: Optional[Mapping[str, Any]] = None,
         integrations: Optional[Mapping[str, Any]] = None,
@@ -274,31 +309,35 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Record a page view (journy.io records a page *with* a name as a screen)."""
+        if positional:
+            raise _positional_call("page", positional)
+        if _getpid() != _fork_state.pid:
+            _fork.check()
         self._enqueue(
             m.build_page(
-                user_id,
-                anonymous_id,
-                category,
-                name,
-                properties,
-                timestamp,
-                context,
-                integrations,
-                message_id,
-                group_id,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                category=category,
+                name=name,
+                properties=properties,
+                timestamp=timestamp,
+                context=context,
+                integrations=integrations,
+                message_id=message_id,
+                group_id=group_id,
             ),
             callback,
         )
 
     def screen(
         self,
-        *,
-        user_id: Optional[Any] = None,
-        anonymous_id: Optional[Any] = None,
+        *positional: NoReturn,
+        user_id: Optional[Id] = None,
+        anonymous_id: Optional[Id] = None,
         category: Optional[str] = None,
         name: Optional[str] = None,
         properties: Optional[Mapping[str, Any]] = None,
-        group_id: Optional[Any] = None,
+        group_id: Optional[Id] = None,
         timestamp: m.Timestamp = None,
         context: Optional[Mapping[str, Any]] = None,
         integrations: Optional[Mapping[str, Any]] = None,
@@ -306,18 +345,22 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Record a screen view in an app."""
+        if positional:
+            raise _positional_call("screen", positional)
+        if _getpid() != _fork_state.pid:
+            _fork.check()
         self._enqueue(
             m.build_page(
-                user_id,
-                anonymous_id,
-                category,
-                name,
-                properties,
-                timestamp,
-                context,
-                integrations,
-                message_id,
-                group_id,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                category=category,
+                name=name,
+                properties=properties,
+                timestamp=timestamp,
+                context=context,
+                integrations=integrations,
+                message_id=message_id,
+                group_id=group_id,
                 kind="screen",
             ),
             callback,
@@ -325,10 +368,10 @@ class Analytics:
 
     def alias(
         self,
-        *,
-        user_id: Any = None,
-        previous_id: Any = None,
-        anonymous_id: Optional[Any] = None,
+        *positional: NoReturn,
+        user_id: Optional[Id] = None,
+        previous_id: Optional[Id] = None,
+        anonymous_id: Optional[Id] = None,
         timestamp: m.Timestamp = None,
         context: Optional[Mapping[str, Any]] = None,
         integrations: Optional[Mapping[str, Any]] = None,
@@ -336,9 +379,19 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Link ``previous_id`` (e.g. an anonymous id) to ``user_id``."""
+        if positional:
+            raise _positional_call("alias", positional)
+        if _getpid() != _fork_state.pid:
+            _fork.check()
         self._enqueue(
             m.build_alias(
-                user_id, previous_id, timestamp, context, integrations, message_id, anonymous_id
+                user_id=user_id,
+                previous_id=previous_id,
+                anonymous_id=anonymous_id,
+                timestamp=timestamp,
+                context=context,
+                integrations=integrations,
+                message_id=message_id,
             ),
             callback,
         )
@@ -364,40 +417,56 @@ class Analytics:
             # client must not flood the logs. Every call is still emitted and counted.
             self._after_close_logged_at = now
             logger.warning(
-                "journy_analytics: %s() called after close_and_flush() (%d such call(s) so "
-                "far); the event is not sent",
+                "%s() called after close_and_flush() (%d such call(s) so far); the event is "
+                "not sent",
                 message.get("type"),
                 self._calls_after_close,
             )
         self._emitter.emit("call_after_close", message)
         if callback is not None:
+            error = DeliveryError("call_after_close", "called after close_and_flush()", [message])
             try:
-                callback(
-                    DeliveryError("closed", "called after close_and_flush()", [message]), message
-                )
-            except Exception:
-                logger.exception("journy_analytics: an event callback raised; carrying on")
+                callback(error, message)
+            except BaseException:
+                logger.exception("an event callback raised; carrying on")
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
-        """Send everything queued so far; True once all of it is settled (delivered or
-        finally dropped and reported), False if ``timeout`` seconds passed first."""
-        return self._worker.flush(_timeout(timeout))
+    def flush(self, timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+        """Send everything queued so far and wait until all of it is *settled*: delivered,
+        or finally dropped and reported. True when settled (which is not "delivered": a
+        401 settles a batch too; see ``stats()`` or the ``error`` event), False if
+        ``timeout`` seconds (default: the ``flush_timeout`` setting, 30 s) passed first.
+        ``timeout=None`` waits until settled, however long the retries take."""
+        return self._worker.flush(self._timeout(timeout))
 
-    def close_and_flush(self, timeout: Optional[float] = None) -> bool:
+    def close_and_flush(self, timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
         """Stop accepting events, deliver what is queued, stop the worker.
 
-        Returns True when everything was settled within ``timeout``. Later calls to event
-        methods emit ``call_after_close`` and send nothing. Safe to call more than once.
+        Returns True when everything was settled within ``timeout`` (default: the
+        ``flush_timeout`` setting). Past it, what is left is reported as ``closed``. Later
+        calls to event methods emit ``call_after_close`` and send nothing. Safe to call
+        more than once.
         """
-        timeout = _timeout(timeout)
+        seconds = self._timeout(timeout)
         with self._close_lock:
             if self._closed:
-                return self._worker.flush(timeout)
+                return self._worker.flush(seconds)
             self._closed = True
-        _open_clients.discard(self)
-        return self._worker.close(timeout)
+        return self._worker.close(seconds)
+
+    def _timeout(self, timeout: Union[float, _Default, None]) -> Optional[float]:
+        if isinstance(timeout, _Default):
+            return self.flush_timeout
+        if timeout is None:
+            return None
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or math.isnan(timeout)
+        ):
+            raise ValueError(f"timeout must be a number of seconds or None, not {timeout!r}")
+        return max(0.0, float(timeout))
 
     def __enter__(self) -> Analytics:
         return self
@@ -434,14 +503,6 @@ class Analytics:
         return figures
 
 
-def _timeout(timeout: Optional[float]) -> Optional[float]:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout):
-        raise ValueError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    return max(0.0, float(timeout))
-
-
 def _endpoint(host: str, path: str) -> str:
     if not isinstance(host, str) or not isinstance(path, str):
         raise ValueError("host and path must be str, e.g. host='https://analyze.journy.io'")
@@ -455,7 +516,25 @@ def _endpoint(host: str, path: str) -> str:
         raise ValueError(f"host={host!r} must not carry a query or fragment")
     if not path.startswith("/"):
         path = "/" + path
+    host_path = parts.path.rstrip("/")
+    if host_path and (
+        host_path.endswith(path.rstrip("/")) or host_path.endswith(("/batch", "/v1/batch"))
+    ):
+        base = f"{parts.scheme}://{parts.netloc}"
+        raise ValueError(
+            f"host={host!r} already ends with an API path ({parts.path!r}); host is the base "
+            f"URL and path is added to it: pass host={base!r} (and path={parts.path!r} if "
+            "that is not the default)"
+        )
     return host.strip().rstrip("/") + path
+
+
+def _positional_call(method: str, args: Tuple[Any, ...]) -> TypeError:
+    return TypeError(
+        f"{method}() takes keyword arguments only (got {len(args)} positional): write "
+        f"{method}(user_id=..., ...). Coming from segment-analytics-python? Its positional "
+        "API is journy_analytics.segment: `import journy_analytics.segment as analytics`."
+    )
 
 
 def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
@@ -489,60 +568,7 @@ def _warn_plain_http(url: str) -> None:
     if not loopback and host not in _warned_hosts:
         _warned_hosts.add(host)
         logger.warning(
-            "journy_analytics: host %s uses plain http:// off this machine; the write key "
+            "host %s uses plain http:// off this machine; the write key "
             "and your users' data travel unencrypted. Use https://.",
             host,
         )
-
-
-_open_clients: weakref.WeakSet[Analytics] = weakref.WeakSet()
-
-
-def _flush_at_exit() -> None:
-    """Give open clients one bounded chance to deliver; exit is never held longer than the
-    largest ``exit_flush_timeout`` of them."""
-    clients = list(_open_clients)
-    if not clients:
-        return
-    deadline = time.monotonic() + max(c.exit_flush_timeout for c in clients)
-    for client in clients:
-        remaining = min(client.exit_flush_timeout, deadline - time.monotonic())
-        try:
-            client.close_and_flush(timeout=max(0.0, remaining))
-        except Exception:  # pragma: no cover
-            logger.exception("journy_analytics: flushing at exit failed")
-
-
-atexit.register(_flush_at_exit)
-
-
-class _ExitHook:
-    """A weak-referenceable key for multiprocessing's after-fork registry."""
-
-
-_exit_hook = _ExitHook()
-
-
-def _register_multiprocessing_exit_flush(_: object) -> None:
-    import sys
-
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:
-        mp_util.Finalize(None, _flush_at_exit, exitpriority=0)
-
-
-def _watch_multiprocessing_child() -> None:
-    """multiprocessing ends a fork/forkserver child with ``os._exit()``: atexit never runs
-    there, so events tracked in the child would be lost silently. Its own finalizers do
-    run, but it clears them in the child after this hook, so register through its
-    after-fork registry, which runs after the clear. A no-op unless multiprocessing is in
-    use (it is imported then; we never import it ourselves)."""
-    import sys
-
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:
-        mp_util.register_after_fork(_exit_hook, _register_multiprocessing_exit_flush)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_watch_multiprocessing_child)

@@ -82,6 +82,8 @@ def test_mixed_faults_every_message_id_arrives(
         "queue_full": 0,
         "rejected": 0,
         "retries_exhausted": 0,
+        "outage_deadline": 0,
+        "spool_overflow": 0,
         "closed": 0,
     }
     assert len(outcomes) == n and not any(outcomes.values())
@@ -273,13 +275,13 @@ def test_close_and_flush_returns_on_time_against_a_hung_server(scripted: Any) ->
     elapsed = time.monotonic() - started
     assert timeout <= elapsed < timeout + 0.5, elapsed
 
-    # At return every event is already reported (code closed): what never left the queue
-    # as dropped, what is on the wire (two requests, bounded by http_request_timeout) as
-    # in flight with an unknown fate, so a process that exits now has still said so.
+    # At return every event is already reported and counted (cause closed): what never
+    # left the queue, and what is on the wire (two requests, bounded by
+    # http_request_timeout) with an unknown fate, so a process that exits now has said so.
     stats = analytics.stats()
     assert stats["delivered"] == 0
-    assert stats["in_flight"] == 30
-    assert stats["dropped"]["closed"] == n - 30
+    assert stats["in_flight"] == 0
+    assert stats["dropped"]["closed"] == n
     reported_now = {e["messageId"] for err in list(errors) for e in err.events}
     assert reported_now == set(sent)
     # The abandoned requests end within http_request_timeout and are reported too.
@@ -289,10 +291,12 @@ def test_close_and_flush_returns_on_time_against_a_hung_server(scripted: Any) ->
     stats = analytics.stats()
     assert stats["in_flight"] == 0
     assert stats["dropped"]["closed"] == n and stats["delivered"] == 0
-    assert all(err.code == "closed" for err in errors)
+    assert all(err.cause == "closed" for err in errors)
     assert {e["messageId"] for err in errors for e in err.events} == set(sent)
     assert set(outcomes) == set(sent)
-    assert all(isinstance(err, DeliveryError) and err.code == "closed" for err in outcomes.values())
+    assert all(
+        isinstance(err, DeliveryError) and err.cause == "closed" for err in outcomes.values()
+    )
     report(
         "hang_close",
         events_sent=n,

@@ -14,14 +14,14 @@ from typing import Any, Dict
 
 import pytest
 
-from journy_analytics import Analytics
+from journy_analytics import Analytics, Cause
 from journy_analytics.collector import CollectorThread
 
 from .conftest import ids, report, scales
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
-ZERO_DROPS = {"queue_full": 0, "rejected": 0, "retries_exhausted": 0, "closed": 0}
+ZERO_DROPS = {cause.value: 0 for cause in Cause}
 
 
 def _wait_child(pid: int, timeout: float) -> int:

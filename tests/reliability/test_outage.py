@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Dict, List
 
-from journy_analytics import Analytics, DeliveryError, RetryPolicy
+from journy_analytics import Analytics, Cause, DeliveryError, RetryPolicy
 from journy_analytics.collector import CollectorThread
 
 from .conftest import ids, report, scales
@@ -84,7 +84,7 @@ def test_outage_loses_nothing_within_max_queue_size(
     assert stored == set(sent)
     assert errors == []
     assert stats["delivered"] == n
-    assert stats["dropped"] == {"queue_full": 0, "rejected": 0, "retries_exhausted": 0, "closed": 0}
+    assert stats["dropped"] == {cause.value: 0 for cause in Cause}
     # The outage was real: requests failed with no answer and events piled up meanwhile.
     assert len(failures) > 0 and stats["retried"] >= len(failures)
     assert max_queued > rate * (scale["outage"] - 3.0)
@@ -130,9 +130,9 @@ def test_outage_past_the_deadline_is_reported(collector: CollectorThread) -> Non
         collector.start()
     stats = analytics.stats()
     assert stats["delivered"] == 0
-    assert stats["dropped"]["retries_exhausted"] == n
+    assert stats["dropped"]["outage_deadline"] == n
     assert set(failed) == set(sent)
     assert {e["messageId"] for err in errors for e in err.events} == set(sent)
-    assert all(err.code == "retries_exhausted" for err in errors)
+    assert all(err.cause == "outage_deadline" for err in errors)
     assert collector.unique_message_ids() == set()
     analytics.close_and_flush(timeout=5)

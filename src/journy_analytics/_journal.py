@@ -1,0 +1,157 @@
+"""The journal: the worker's side of the optional spool (``Analytics(spool=path)``).
+
+It owns the :class:`~journy_analytics._spool.Spool` and the bookkeeping around it: which
+queue positions are on disk (``spooled_upto``), group commits (every
+``commit_interval`` and before each batch leaves, never per event), removing rows once
+their batch is settled for good, replaying an earlier run's leftovers, falling back to
+memory when the disk fails, and closing the file only once no batch is on the wire (a
+late 200 must still remove its rows, or the next client would send them again).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from journy_analytics._delivery import BatchResult
+from journy_analytics._logs import logger
+from journy_analytics._queue import EventQueue
+from journy_analytics._spool import Spool, SpoolError, SpoolLockedError
+from journy_analytics._types import Batch, Cause
+
+__all__ = ["Journal"]
+
+
+class Journal:
+    def __init__(
+        self,
+        path: Optional[str],
+        *,
+        lock: threading.Lock,
+        queue: EventQueue,
+        commit_interval: float,
+        on_failure: Callable[[str], None],
+        error: Optional[str] = None,
+    ) -> None:
+        self._path = path
+        self._lock = lock
+        self._queue = queue
+        self._commit_interval = commit_interval
+        self._on_failure = on_failure
+        self._spool: Optional[Spool] = None
+        self._error = error
+        self._spooled_upto = 0
+        self._last_commit = 0.0
+        self._closing = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._spool is not None
+
+    def open(self) -> List[bytes]:
+        """Open the spool; return what an earlier run left (oldest first). A path another
+        live process holds raises ``SpoolLockedError``: a configuration mistake to fix."""
+        if self._path is None:
+            return []
+        try:
+            spool = Spool(self._path)
+            leftovers = spool.take_leftovers()
+        except SpoolLockedError:
+            raise
+        except SpoolError as exc:
+            self._error = str(exc)
+            logger.error("%s; events are kept in memory only", exc)
+            return []
+        except Exception as exc:  # sqlite3 errors on a damaged file, disk errors
+            self._error = f"cannot use spool file {self._path}: {exc}"
+            logger.error("%s; events are kept in memory only", self._error)
+            return []
+        self._spool = spool
+        return leftovers
+
+    def forget_beyond(self, keep: int, total: int) -> None:
+        """Leftovers past the queue's bound are dropped (and reported by the caller)."""
+        if self._spool is not None and total > keep:
+            self._spool.remove(keep, total)
+
+    def replayed(self, count: int) -> None:
+        self._spooled_upto = count
+
+    # -- the dispatcher's side ------------------------------------------------------------
+
+    def commit_due(self) -> float:
+        """Seconds until the next group commit is due (0: now)."""
+        return max(0.0, self._last_commit + self._commit_interval - time.monotonic())
+
+    def commit(self) -> None:
+        """Write what is queued and not on disk yet, in one transaction."""
+        spool = self._spool
+        if spool is None:
+            return
+        self._last_commit = time.monotonic()
+        with self._lock:
+            start = self._spooled_upto
+            end = self._queue.next_position + len(self._queue)
+            bodies = self._queue.peek(start, end)
+            first = end - len(bodies)
+        if not bodies:
+            return
+        try:
+            spool.append(first, bodies)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self._spooled_upto = end
+
+    def settled(self, batch: Batch, result: BatchResult) -> None:
+        """Delivered, or refused for good and reported: not to be sent again. A batch the
+        client gave up on at close stays for the next client on this path."""
+        spool = self._spool
+        if spool is None or result.cause is Cause.CLOSED:
+            return
+        try:
+            spool.remove(batch.first_index, batch.first_index + len(batch.items))
+        except Exception as exc:
+            self._failed(exc)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self, idle: bool) -> None:
+        """Close now if no batch is on the wire, else when the last one settles."""
+        self._closing = True
+        if idle:
+            self._close_now()
+
+    def maybe_finish(self, idle: bool) -> None:
+        if self._closing and idle:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            spool.close()
+
+    def after_fork(self) -> None:
+        if self._spool is not None:
+            # The file, its lock and its connection are the parent's.
+            self._spool.abandon()
+            self._spool = None
+            self._error = "a forked child does not share its parent's spool"
+            logger.warning(
+                "this forked child keeps events in memory only; create the client after "
+                "fork to give each process its own spool"
+            )
+
+    def _failed(self, exc: BaseException) -> None:
+        spool, self._spool = self._spool, None
+        path = spool.path if spool is not None else self._path
+        self._error = f"spool {path} failed: {exc}"
+        self._on_failure(self._error)
+
+    def figures(self) -> Dict[str, Any]:
+        return {
+            "enabled": self._spool is not None,
+            "path": self._spool.path if self._spool is not None else self._path,
+            "error": self._error,
+        }

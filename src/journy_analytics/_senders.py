@@ -1,0 +1,167 @@
+"""The sender pool: threads that make attempts, and batches parked between attempts.
+
+Up to ``max_concurrent`` sender threads, started only when a backlog needs them. A batch
+that must wait for a retry is *parked* (a heap by due time), not held by a sleeping
+thread; the dispatcher hands it back when it is due. Two gates keep new batches off a
+server that cannot take them, while parked retries probe it:
+
+* ``endpoint_down``: the last attempt got no answer at all; cleared by the next answer.
+* ``paused_until``: the server asked for a pause (``Retry-After``); new batches wait too.
+
+Where no thread can be started (interpreter shutdown on Python 3.12+), batches are
+delivered inline, in the thread that submits them, and the capacity count stays right.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import threading
+import time
+from typing import Callable, List, Optional, Tuple
+
+from journy_analytics._delivery import BatchResult, BatchSender, RetryLater
+from journy_analytics._logs import logger
+from journy_analytics._types import Batch, data_of
+
+__all__ = ["SenderPool"]
+
+
+class SenderPool:
+    def __init__(
+        self,
+        *,
+        max_concurrent: int,
+        sender: BatchSender,
+        wake: threading.Event,
+        on_result: Callable[[Batch, BatchResult], None],
+    ) -> None:
+        self._max = max_concurrent
+        self._sender = sender
+        self._wake = wake
+        self._on_result = on_result
+        self._lock = threading.Lock()
+        self._work: queue.SimpleQueue[Optional[Batch]] = queue.SimpleQueue()
+        self._threads: List[threading.Thread] = []
+        self._idle = 0
+        self._busy = 0
+        self._parked: List[Tuple[float, int, Batch]] = []
+        self.paused_until = 0.0
+        self.endpoint_down = False
+        self.inline = False
+
+    # -- the dispatcher's side ------------------------------------------------------------
+
+    def has_capacity(self) -> bool:
+        return self._busy < self._max
+
+    def gate(self, now: float) -> Optional[float]:
+        """None if new batches may go; else seconds to wait (0 meaning "until woken")."""
+        if self.endpoint_down:
+            return 0.0
+        if self.paused_until > now:
+            return self.paused_until - now
+        return None
+
+    def next_due(self) -> Optional[float]:
+        with self._lock:
+            return self._parked[0][0] if self._parked else None
+
+    def resubmit_due(self, now: float) -> bool:
+        with self._lock:
+            if not self._parked or self._parked[0][0] > now:
+                return False
+            _, _, batch = heapq.heappop(self._parked)
+        self.submit(batch)
+        return True
+
+    def submit(self, batch: Batch) -> None:
+        with self._lock:
+            self._busy += 1
+            spawn = not self.inline and self._idle == 0 and len(self._threads) < self._max
+            if spawn:
+                thread = threading.Thread(
+                    target=self._serve,
+                    name=f"journy-analytics-sender-{len(self._threads)}",
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                # Counted idle before it runs, so a burst does not start a thread per batch.
+                self._idle += 1
+        if spawn:
+            try:
+                thread.start()
+            except RuntimeError:
+                # At interpreter shutdown no new thread may start: deliver inline instead.
+                with self._lock:
+                    self._threads.remove(thread)
+                    self._idle -= 1
+                    self.inline = not self._threads
+        if self.inline:
+            self._run(batch)
+        else:
+            self._work.put(batch)
+
+    def take_parked(self) -> List[Batch]:
+        with self._lock:
+            parked = [entry[2] for entry in self._parked]
+            self._parked.clear()
+        return parked
+
+    def parked_events(self) -> int:
+        with self._lock:
+            return sum(len(entry[2].items) for entry in self._parked)
+
+    def stop(self) -> None:
+        with self._lock:
+            threads = len(self._threads)
+        for _ in range(threads):
+            self._work.put(None)
+
+    def owns(self, thread: threading.Thread) -> bool:
+        return thread in self._threads
+
+    def alive(self) -> int:
+        return sum(1 for t in self._threads if t.is_alive())
+
+    # -- the senders ----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        first = True
+        while True:
+            if not first:
+                with self._lock:
+                    self._idle += 1
+            first = False
+            batch = self._work.get()
+            with self._lock:
+                self._idle -= 1
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _run(self, batch: Batch) -> None:
+        try:
+            self._attempt(batch)
+        except BaseException:  # pragma: no cover - a bug; keep the pool's counts right
+            logger.exception("delivering a batch failed unexpectedly")
+        finally:
+            with self._lock:
+                self._busy -= 1
+            self._wake.set()
+
+    def _attempt(self, batch: Batch) -> None:
+        sender = self._sender
+        if batch.state is None:
+            batch.state = sender.start([data_of(item) for item in batch.items])
+        result = sender.attempt(batch.state)
+        if isinstance(result, RetryLater):
+            now = time.monotonic()
+            with self._lock:
+                heapq.heappush(self._parked, (now + result.delay, batch.number, batch))
+                self.endpoint_down = result.outage
+                if result.server_asked:
+                    self.paused_until = max(self.paused_until, now + result.delay)
+            return
+        self.endpoint_down = False
+        self._on_result(batch, result)
