@@ -1,6 +1,6 @@
 # Two entry points for a newcomer: `make demo` and `make test`. Both create .venv on first use.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 

@@ -51,5 +51,7 @@ def test_exit_is_not_blocked_past_exit_flush_timeout(scripted: Any) -> None:
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert elapsed < 8, f"exit took {elapsed:.1f}s"
+    # 1 s of flush plus interpreter start-up and teardown (~0.4 s here); not the 30 s the
+    # server would take.
+    assert elapsed < 3.0, f"exit took {elapsed:.1f}s"
     assert "in flight when close_and_flush() timed out" in result.stderr

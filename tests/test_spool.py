@@ -87,10 +87,28 @@ def test_kill_9_mid_run_then_restart_delivers_every_accepted_event_once(tmp_path
 
 def test_second_process_on_the_same_spool_is_refused(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
-    first = Analytics(write_key="k", spool=path, disable=True)
-    with pytest.raises(ValueError, match="in use by process"):
-        Analytics(write_key="k", spool=path, disable=True)
-    first.close_and_flush(2)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from journy_analytics import Analytics\n"
+            "a = Analytics(write_key='k', spool=sys.argv[1], disable=True)\n"
+            "print('HOLDING', flush=True)\n"
+            "time.sleep(60)\n",
+            path,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "HOLDING"
+        with pytest.raises(ValueError, match=f"in use by process {holder.pid}"):
+            Analytics(write_key="k", spool=path, disable=True)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    # The holder is gone (even killed, its lock went with it): the path is free again.
     again = Analytics(write_key="k", spool=path, disable=True)
     assert again.stats()["spool"]["enabled"]
     again.close_and_flush(2)
@@ -194,3 +212,23 @@ def test_forked_child_does_not_touch_the_parents_spool(tmp_path: Path) -> None:
         assert a.close_and_flush(10)
         users = sorted(e["userId"] for e in c.events(type="track"))
         assert users == ["child", "parent", "parent"]
+
+
+def test_a_late_answer_after_close_removes_its_rows(tmp_path: Path, scripted: Any) -> None:
+    path = str(tmp_path / "s.db")
+    server = scripted([{"delay": 1.0}])
+    a = Analytics(write_key="k", host=server.url, spool=path, flush_interval=0.01)
+    errors: List[DeliveryError] = []
+    a.on("error", errors.append)
+    for i in range(5):
+        a.track(user_id="u", event="E", message_id=f"late{i}")
+    time.sleep(0.2)  # the batch is on the wire
+    assert a.close_and_flush(timeout=0.2) is False
+    assert a.stats()["kept_in_spool"] == 5
+    time.sleep(1.5)  # the server answers 200 after the close
+    assert not any(e.code == "spool_failure" for e in errors), [e.reason for e in errors]
+    assert [e["messageId"] for e in server.events()] == [f"late{i}" for i in range(5)]
+    b = Analytics(write_key="k", host=server.url, spool=path, flush_interval=0.01)
+    assert b.stats()["spool"]["replayed"] == 0, "delivered rows stayed in the spool"
+    assert b.close_and_flush(5)
+    assert len(server.events()) == 5

@@ -117,14 +117,14 @@ class Journal:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def close(self, idle: bool) -> None:
-        """Close now if no batch is on the wire, else when the last one settles."""
+    def close(self, quiet: bool) -> None:
+        """Close now if no request is on the wire, else when the last one is answered."""
         self._closing = True
-        if idle:
+        if quiet:
             self._close_now()
 
-    def maybe_finish(self, idle: bool) -> None:
-        if self._closing and idle:
+    def maybe_finish(self, quiet: bool) -> None:
+        if self._closing and quiet:
             self._close_now()
 
     def _close_now(self) -> None:

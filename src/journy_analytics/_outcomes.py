@@ -45,6 +45,8 @@ class Outcomes:
         self._logs = RateLimitedLog()
         self.in_flight = 0
         self._outstanding: Dict[int, Batch] = {}
+        # Given up on at a close timeout, but their request may still be on the wire.
+        self._abandoned: Dict[int, Batch] = {}
         self.delivered = 0
         self.batches_sent = 0
         self.requests = 0
@@ -107,6 +109,8 @@ class Outcomes:
         ``kept``: not delivered, but the spool keeps it for the next client."""
         try:
             if batch.abandoned:
+                with self._lock:
+                    self._abandoned.pop(batch.number, None)
                 return  # close_and_flush already counted and reported it
             n = len(batch.items)
             with self._lock:
@@ -152,6 +156,7 @@ class Outcomes:
             for batch in batches:
                 batch.abandoned = True
                 items.extend(batch.items)
+                self._abandoned[batch.number] = batch
             self.in_flight -= len(items)
             if kept:
                 self.kept_in_spool += len(items)
@@ -238,6 +243,11 @@ class Outcomes:
     def idle(self) -> bool:
         """Nothing taken is unsettled. With the state lock held."""
         return not self._outstanding
+
+    def quiet(self) -> bool:
+        """No request of ours can still be answered, abandoned ones included. With the
+        state lock held."""
+        return not self._outstanding and not self._abandoned
 
     # -- reporting --------------------------------------------------------------------------
 

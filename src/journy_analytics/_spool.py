@@ -15,7 +15,7 @@ import logging
 import os
 import sqlite3
 import threading
-from typing import IO, Any, List, Optional, Sequence, Tuple
+from typing import IO, List, Optional, Sequence
 
 __all__ = ["Spool", "SpoolError", "SpoolLockedError"]
 
@@ -131,11 +131,6 @@ class Spool:
                 "DELETE FROM spool WHERE position >= ? AND position < ?",
                 (first_position, end_position),
             )
-
-    def count(self) -> int:
-        with self._lock:
-            row: Tuple[Any, ...] = self._db.execute("SELECT COUNT(*) FROM spool").fetchone()
-            return int(row[0])
 
     def close(self) -> None:
         with self._lock:

@@ -295,8 +295,9 @@ class Worker:
         self._outcomes.settle(batch, result, kept=kept)
         with self._lock:
             idle = self._outcomes.idle()
+            quiet = self._outcomes.quiet()
         if self._finished:
-            self._journal.maybe_finish(idle)
+            self._journal.maybe_finish(quiet)
         if idle and not len(self._queue) and not batch.abandoned:
             self._emitter.emit("drained")
 
@@ -448,8 +449,8 @@ class Worker:
         self._outcomes.report_overflow(now_or_never=True)
         self._pool.stop()
         with self._lock:
-            idle = self._outcomes.idle()
-        self._journal.close(idle)
+            quiet = self._outcomes.quiet()
+        self._journal.close(quiet)
         if self._config.owns_transport and self._transport is not None:
             try:
                 self._transport.close()  # idle connections; requests on the wire finish
