@@ -51,7 +51,7 @@ def test_flush_waiting_in_another_thread_returns_when_close_times_out(scripted: 
     for i in range(5):
         a.track(user_id="u", event="Slow", properties={"i": i})
     returned: List[bool] = []
-    waiter = threading.Thread(target=lambda: returned.append(a.flush(timeout=None)))
+    waiter = threading.Thread(target=lambda: returned.append(a.flush(timeout=None)), daemon=True)
     waiter.start()
     time.sleep(0.2)
     assert a.close_and_flush(timeout=0.3) is False
@@ -505,5 +505,7 @@ def test_redaction_of_a_short_key_keeps_other_words_whole() -> None:
         aborted=lambda: False,
     )
     assert sender.redact("/backend bad key k here") == "/backend bad key [REDACTED] here"
+    # Inside or at the end of a word the key is part of that word, not the key.
+    assert sender.redact("ok; look: k.") == "ok; look: [REDACTED]."
     token = base64.b64encode(b"k:").decode()
     assert sender.redact(f"Basic {token}") == "Basic [REDACTED]"

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any, List
@@ -88,6 +89,7 @@ def test_handle_sigterm_false_leaves_sigterm_alone() -> None:
 
 
 UVICORN_APP = """
+import asyncio
 import os
 from journy_analytics import Analytics
 
@@ -97,6 +99,11 @@ analytics = Analytics(write_key="k", host=os.environ["COLLECTOR"], flush_interva
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
+    if scope["path"].startswith("/slow"):
+        # Still running when SIGTERM comes: uvicorn lets it finish, then re-raises SIGTERM
+        # (skipping atexit); its event is tracked after the signal.
+        print("SLOW STARTED", flush=True)
+        await asyncio.sleep(1.0)
     analytics.track(user_id="u", event="Request", message_id=scope["path"].strip("/"))
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
@@ -136,31 +143,38 @@ def _serve(cmd: List[str], tmp_path: Path, collector: CollectorThread, port: int
     raise AssertionError("server did not start: " + proc.communicate()[1][-3000:])
 
 
-def test_sigterm_under_uvicorn_without_a_lifespan_hook(tmp_path: Path) -> None:
+# "cli": `uvicorn app:app` imports the app before it installs its SIGTERM handler, so ours
+# is the one it saves and restores. "server": uvicorn.Server imports the app inside its
+# signal capture (as `--workers N` and `--reload` children do): ours chains to uvicorn's,
+# and uvicorn re-raises SIGTERM with the default action after its graceful shutdown.
+UVICORN_SERVER = (
+    "import sys, uvicorn; uvicorn.Server(uvicorn.Config('uvicorn_app:app', "
+    "port=int(sys.argv[1]), lifespan='off')).run()"
+)
+
+
+@pytest.mark.parametrize("start", ["cli", "server"])
+def test_sigterm_under_uvicorn_without_a_lifespan_hook(tmp_path: Path, start: str) -> None:
     pytest.importorskip("uvicorn")
     (tmp_path / "uvicorn_app.py").write_text(UVICORN_APP)
     port = _free_port()
+    if start == "cli":
+        cmd = [sys.executable, "-m", "uvicorn", "uvicorn_app:app", "--port", str(port)]
+        cmd += ["--lifespan", "off"]
+    else:
+        cmd = [sys.executable, "-c", UVICORN_SERVER, str(port)]
     with CollectorThread() as c:
-        proc = _serve(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "uvicorn_app:app",
-                "--port",
-                str(port),
-                "--lifespan",
-                "off",
-            ],
-            tmp_path,
-            c,
-            port,
-        )
+        proc = _serve(cmd, tmp_path, c, port)
         for i in range(5):
             _get(f"http://127.0.0.1:{port}/r{i}")
+        slow = threading.Thread(target=_get, args=(f"http://127.0.0.1:{port}/slow",))
+        slow.start()
+        wait_line(proc, "SLOW STARTED")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
-        assert c.unique_message_ids() == {"warmup"} | {f"r{i}" for i in range(5)}, err[-3000:]
+        slow.join(10)
+        expected = {"warmup", "slow"} | {f"r{i}" for i in range(5)}
+        assert c.unique_message_ids() == expected, err[-3000:]
 
 
 WSGI_APP = """
