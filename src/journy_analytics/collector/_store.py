@@ -485,6 +485,54 @@ class _Transaction:
 
 
 _MAX_GROUP = 64
+
+# The inspector's filters: name -> SQL condition with one or two ``?`` for the value.
+INSPECTOR_FILTERS = {
+    "type": "type = ?",
+    "user": "(user_id = ? OR anonymous_id = ?)",
+    "account": "group_id = ?",
+    "name": "(event = ? OR name = ?)",
+    "q": "CAST(body AS TEXT) LIKE ? ESCAPE '\\'",
+    "warnings": "warnings IS NOT NULL",
+}
+
+_SUMMARY_COLUMNS = (
+    "seq, message_id, type, user_id, anonymous_id, group_id, event, name, timestamp, "
+    "received_at, warnings"
+)
+
+
+def _filter_sql(filters: Mapping[str, str]) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for name, value in filters.items():
+        condition = INSPECTOR_FILTERS.get(name)
+        if condition is None or value == "":
+            continue
+        clauses.append(condition)
+        if name == "q":
+            escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params.append(f"%{escaped}%")
+        elif name != "warnings":
+            params.extend([value] * condition.count("?"))
+    return clauses, params
+
+
+def _summary(row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "seq": row[0],
+        "messageId": row[1],
+        "type": row[2],
+        "userId": row[3],
+        "anonymousId": row[4],
+        "account": row[5],
+        "name": row[6] if row[6] is not None else row[7],
+        "timestamp": row[8],
+        "receivedAt": row[9],
+        "warnings": orjson.loads(row[10]) if row[10] else [],
+    }
+
+
 # Where an event row (a list, see Store._ingest) keeps its warnings until written.
 _WARNINGS = 13
 
@@ -908,6 +956,19 @@ class Store:
         """Encoded events in arrival order; with ``limit``, the most recent ``limit`` ones."""
         return self._submit(self._events, type, user_id, anonymous_id, group_id, limit)
 
+    def events_with_warnings(
+        self,
+        type: Optional[str] = None,
+        user_id: Optional[str] = None,
+        anonymous_id: Optional[str] = None,
+        group_id: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> Future[list[tuple[bytes, list[dict[str, str]]]]]:
+        """Like ``events_json``, only the events that break a rule, each with its warnings."""
+        return self._submit(
+            self._events_with_warnings, type, user_id, anonymous_id, group_id, limit
+        )
+
     def _events(
         self,
         type: Optional[str],
@@ -916,6 +977,29 @@ class Store:
         group_id: Optional[str],
         limit: Optional[int],
     ) -> list[bytes]:
+        rows = self._event_rows(type, user_id, anonymous_id, group_id, limit, False)
+        return [bytes(row[0]) for row in rows]
+
+    def _events_with_warnings(
+        self,
+        type: Optional[str],
+        user_id: Optional[str],
+        anonymous_id: Optional[str],
+        group_id: Optional[str],
+        limit: Optional[int],
+    ) -> list[tuple[bytes, list[dict[str, str]]]]:
+        rows = self._event_rows(type, user_id, anonymous_id, group_id, limit, True)
+        return [(bytes(row[0]), orjson.loads(row[1])) for row in rows]
+
+    def _event_rows(
+        self,
+        type: Optional[str],
+        user_id: Optional[str],
+        anonymous_id: Optional[str],
+        group_id: Optional[str],
+        limit: Optional[int],
+        warnings_only: bool,
+    ) -> list[Any]:
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (
@@ -927,7 +1011,9 @@ class Store:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        sql = "SELECT body FROM events"
+        if warnings_only:
+            clauses.append("warnings IS NOT NULL")
+        sql = "SELECT body, warnings FROM events"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY seq DESC"
@@ -935,7 +1021,150 @@ class Store:
             sql += " LIMIT ?"
             params.append(max(0, limit))
         rows = self._db().execute(sql, params).fetchall()
-        return [bytes(row[0]) for row in reversed(rows)]
+        rows.reverse()
+        return rows
+
+    # -- the inspector's reads --------------------------------------------------------
+
+    def inspector_events(
+        self,
+        filters: Mapping[str, str],
+        before: Optional[int] = None,
+        after: Optional[int] = None,
+        limit: int = 100,
+    ) -> Future[dict[str, Any]]:
+        """One page of event summaries, newest first, matching ``filters`` (see
+        ``INSPECTOR_FILTERS``), with ``seq`` below ``before`` or above ``after``.
+
+        Answers ``{"events": [...], "matched": n, "latest": seq}``: ``matched`` counts
+        every matching event (above ``after`` when given, so a live update counts only
+        what is new) and ``latest`` is the newest ``seq`` stored.
+        """
+        return self._submit(self._inspector_events, dict(filters), before, after, limit)
+
+    def _inspector_events(
+        self,
+        filters: dict[str, str],
+        before: Optional[int],
+        after: Optional[int],
+        limit: int,
+    ) -> dict[str, Any]:
+        conn = self._db()
+        clauses, params = _filter_sql(filters)
+        if after is not None:
+            clauses.append("seq > ?")
+            params.append(after)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        (matched,) = conn.execute(f"SELECT COUNT(*) FROM events{where}", params).fetchone()
+        page_clauses, page_params = list(clauses), list(params)
+        if before is not None:
+            page_clauses.append("seq < ?")
+            page_params.append(before)
+        page_where = (" WHERE " + " AND ".join(page_clauses)) if page_clauses else ""
+        rows = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM events{page_where} ORDER BY seq DESC LIMIT ?",
+            [*page_params, max(0, limit)],
+        ).fetchall()
+        (latest,) = conn.execute("SELECT MAX(seq) FROM events").fetchone()
+        return {
+            "events": [_summary(row) for row in rows],
+            "matched": matched,
+            "latest": latest or 0,
+        }
+
+    def event_detail(self, seq: int) -> Future[Optional[dict[str, Any]]]:
+        """``{"seq", "event", "warnings", "request", "duplicates": [...]}`` or None."""
+        return self._submit(self._event_detail, seq)
+
+    def _event_detail(self, seq: int) -> Optional[dict[str, Any]]:
+        conn = self._db()
+        row = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS}, body, request_id, received_type FROM events WHERE seq = ?",
+            (seq,),
+        ).fetchone()
+        if row is None:
+            return None
+        summary = _summary(row)
+        body, request_id, received_type = row[-3:]
+        duplicates = [
+            {"receivedAt": at, "request": self._request(conn, rid)}
+            for at, rid in conn.execute(
+                "SELECT received_at, request_id FROM receipts WHERE message_id = ? ORDER BY rowid",
+                (summary["messageId"],),
+            )
+        ]
+        return {
+            **summary,
+            "receivedType": received_type,
+            "event": orjson.loads(body),
+            "request": self._request(conn, request_id),
+            "duplicates": duplicates,
+        }
+
+    @staticmethod
+    def _request(conn: sqlite3.Connection, request_id: Optional[int]) -> Optional[dict[str, Any]]:
+        if request_id is None:
+            return None
+        row = conn.execute(
+            "SELECT id, received_at, method, path, headers, size, gzip, retry_count, "
+            "batch_size, stored, duplicates FROM requests WHERE id = ?",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "id": row[0],
+            "receivedAt": row[1],
+            "method": row[2],
+            "path": row[3],
+            "headers": orjson.loads(row[4]),
+            "size": row[5],
+            "gzip": bool(row[6]),
+            "retryCount": row[7],
+            "batchSize": row[8],
+            "stored": row[9],
+            "duplicates": row[10],
+        }
+
+    def profile(
+        self, kind: str, id: str, events_limit: int = 50
+    ) -> Future[Optional[dict[str, Any]]]:
+        """A user (``kind="user"``) or account with its trait history and recent events:
+        the ``user``/``account`` answer plus ``"history"`` (every change, oldest first:
+        ``trait``, ``value``, ``deleted``, ``messageId``, ``type``, ``timestamp``,
+        ``receivedAt``) and ``"recent"`` (event summaries, newest first)."""
+        if kind not in ("user", "account"):
+            raise ValueError(f"kind must be 'user' or 'account', got {kind!r}")
+        return self._submit(self._profile, kind, id, events_limit)
+
+    def _profile(self, kind: str, id: str, events_limit: int) -> Optional[dict[str, Any]]:
+        base = self._user(id) if kind == "user" else self._account(id)
+        if base is None:
+            return None
+        conn = self._db()
+        history = [
+            {
+                "trait": trait,
+                "value": None if value is None else orjson.loads(value),
+                "deleted": value is None,
+                "messageId": message_id,
+                "type": event_type,
+                "timestamp": timestamp,
+                "receivedAt": received_at,
+            }
+            for trait, value, message_id, event_type, timestamp, received_at in conn.execute(
+                "SELECT trait, value, message_id, event_type, timestamp, received_at "
+                "FROM trait_changes WHERE kind = ? AND profile_id = ? ORDER BY rowid",
+                (kind, id),
+            )
+        ]
+        column = "profile_id" if kind == "user" else "group_id"
+        # ``column`` is one of two constants.
+        recent = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM events WHERE {column} = ? ORDER BY seq DESC LIMIT ?",
+            (id, max(0, events_limit)),
+        ).fetchall()
+        return {**base, "history": history, "recent": [_summary(r) for r in recent]}
 
     def user(self, user_id: str) -> Future[Optional[dict[str, Any]]]:
         """``{"id", "traits", "accounts", "events", "identified", "aliases"}`` or None."""
