@@ -307,15 +307,24 @@ async def _events(request: web.Request) -> web.Response:
             return _error(400, "invalid_query", "limit must be an integer")
         if limit < 0:
             return _error(400, "invalid_query", "limit must be >= 0")
-    bodies = await _wait(
-        state.store.events_json(
-            type=_opt(request, "type"),
-            user_id=_opt(request, "userId"),
-            anonymous_id=_opt(request, "anonymousId"),
-            group_id=_opt(request, "groupId"),
-            limit=limit,
+    query: dict[str, Any] = {
+        "type": _opt(request, "type"),
+        "user_id": _opt(request, "userId"),
+        "anonymous_id": _opt(request, "anonymousId"),
+        "group_id": _opt(request, "groupId"),
+        "limit": limit,
+    }
+    if _opt(request, "warnings") not in (None, "0", "false"):
+        rows = await _wait(state.store.events_with_warnings(**query))
+        return web.Response(
+            body=b'{"events":['
+            + b",".join(body for body, _ in rows)
+            + b'],"warnings":'
+            + orjson.dumps([found for _, found in rows])
+            + b"}",
+            content_type="application/json",
         )
-    )
+    bodies = await _wait(state.store.events_json(**query))
     # The stored bytes are already JSON: splice them instead of decoding and re-encoding.
     return web.Response(
         body=b'{"events":[' + b",".join(bodies) + b"]}", content_type="application/json"
@@ -408,7 +417,7 @@ async def _api_index(request: web.Request) -> web.Response:
             "name": "journy-analytics local collector",
             "ingest": sorted({state.path, "/v1/batch", *_SINGLE_EVENT_PATHS}),
             "read": [
-                "/api/events?type=&userId=&anonymousId=&groupId=&limit=",
+                "/api/events?type=&userId=&anonymousId=&groupId=&limit=&warnings=",
                 "/api/users/{id}",
                 "/api/accounts/{id}",
                 "/api/stats",
