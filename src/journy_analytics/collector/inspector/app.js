@@ -1,6 +1,6 @@
 // The journy collector's inspector: plain JavaScript, no dependencies, nothing fetched
 // from anywhere but this collector. Everything that comes from an event is put on the
-// page as text (textContent / text nodes, never innerHTML), so a property holding
+// page as text nodes (never parsed as HTML), so a property holding
 // "<script>" or "<img onerror=...>" shows as those characters and runs nothing.
 "use strict";
 
