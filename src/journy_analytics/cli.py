@@ -741,5 +741,6 @@ def _demo_report(collector: Any, out: TextIO) -> None:
     _print_events({"events": collector.events()}, out)
     out.write(
         "\nA page with a name is recorded as a screen; events sent with group_id appear in\n"
-        "the context of account tesla. Run `journy collector` to keep a collector running.\n"
+        "the context of account tesla. `journy collector` runs a collector that keeps its\n"
+        "database between runs.\n"
     )

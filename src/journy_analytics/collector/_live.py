@@ -13,8 +13,8 @@ import asyncio
 
 __all__ = ["HEARTBEAT", "LIVE_ROWS", "PUSH_INTERVAL", "LiveFeed"]
 
-PUSH_INTERVAL = 0.25  # seconds between two pushes to one page, at most 4 a second
-LIVE_ROWS = 100  # summaries per push; the rest of a burst is only counted
+PUSH_INTERVAL = 0.75  # seconds between two pushes to one page: new rows show within a second
+LIVE_ROWS = 50  # summaries per push; the rest of a burst is only counted
 HEARTBEAT = 15.0  # seconds of silence before a comment line keeps proxies from timing out
 
 

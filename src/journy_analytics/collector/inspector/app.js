@@ -203,6 +203,11 @@ function applyLive(update) {
   state.total += update.matched;
   state.latest = Math.max(state.latest, update.latest);
   updateCount();
+  if (document.hidden) {
+    // A tab in the background draws nothing; it reloads the newest rows when shown.
+    state.stale = true;
+    return;
+  }
   if (query().get("before")) {
     // Not on the newest page: say how many arrived, without moving the rows being read.
     state.pending += update.matched;
@@ -213,6 +218,7 @@ function applyLive(update) {
     return;
   }
   const body = document.querySelector("#events tbody");
+  for (const old of body.querySelectorAll("tr.fresh")) old.classList.remove("fresh");
   const rows = update.events.map((s) => eventRow(s, true));
   body.prepend(...rows);
   while (body.children.length > PAGE_SIZE) body.lastElementChild.remove();
@@ -541,6 +547,12 @@ function setup() {
     render();
   });
   window.addEventListener("popstate", () => render());
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.stale) {
+      state.stale = false;
+      if (!query().get("before")) loadList().catch(handleError);
+    }
+  });
   render();
 }
 
