@@ -335,3 +335,46 @@ def test_the_page_loads_nothing_from_elsewhere(page, collector):
         answer = urllib3.request("GET", collector.url + path)
         assert answer.status == 200
         assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+
+
+def test_make_demo_tells_where_to_look_and_the_inspector_shows_it(page):
+    """`make demo` runs `journy demo`: it names the inspector's URL and keeps serving."""
+    import signal
+    import subprocess
+    import sys
+
+    code = "import sys; from journy_analytics.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "demo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        for line in proc.stdout:
+            if line.startswith(">>> Open the inspector: "):
+                url = line.split(": ", 1)[1].strip()
+                break
+        assert url, "journy demo never named the inspector"
+        open_inspector(page, url)
+        expect(page.locator(ROWS)).to_have_count(12)
+        expect(page.locator("#count")).to_have_text("12 events")
+        page.goto(url + "?view=user&id=f4ca124298")
+        expect(page.locator("#profile table.traits tr[data-trait=email] td").nth(1)).to_have_text(
+            "elon@tesla.com"
+        )
+        expect(
+            page.locator("#profile table.history tr[data-trait=friends] td.deleted")
+        ).to_have_count(1)
+        page.goto(url + "?view=account&id=tesla")
+        expect(page.locator("#profile ul.memberships li")).to_have_text(["f4ca124298"])
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
