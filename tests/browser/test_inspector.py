@@ -239,10 +239,14 @@ def test_payloads_in_events_render_as_text_and_run_nothing(page, collector, make
     open_inspector(page, collector.url)
     rows = page.locator(ROWS)
     expect(rows).to_have_count(len(XSS) * 3)
-    expect(rows.first.locator(".c-name")).to_have_text(XSS[-1])
-    expect(page.locator("#events")).to_contain_text(XSS[1])
+    # Newest first: each payload's track (named by it), group and identify.
+    expect(rows.locator(".c-name")).to_have_text([n for p in reversed(XSS) for n in (p, "", "")])
+    expect(rows.locator(".c-user")).to_have_text([p for p in reversed(XSS) for _ in range(3)])
+    assert_inert(page)
     rows.first.click()
     expect(page.locator("#detail pre.json")).to_contain_text(XSS[-1])
+    expect(page.locator("#detail h2")).to_have_text(f"track · {XSS[-1]}")
+    assert_inert(page)
     page.goto(collector.url + "/?q=" + "%3Cimg")
     expect(rows).to_have_count(3)
     for payload in XSS:
@@ -251,11 +255,19 @@ def test_payloads_in_events_render_as_text_and_run_nothing(page, collector, make
         expect(page.locator("#profile table.traits tbody tr").first.locator("td")).to_have_text(
             [payload, payload]
         )
+        expect(page.locator("#profile table.history tbody tr").last.locator("td")).to_contain_text(
+            [payload, payload]
+        )
+        assert_inert(page)
         page.locator("#profile ul.memberships a").click()
         expect(page.locator("#profile h2")).to_have_text(f"account {payload}")
-        expect(page.locator("#profile table.recent")).to_contain_text(payload)
-    # Nothing ran, and no element came from an event: the only images, scripts and
-    # SVGs are the page's own (it has none but its one script).
+        expect(page.locator("#profile table.recent .c-name")).to_have_text([payload, ""])
+        assert_inert(page)
+
+
+def assert_inert(page: Any) -> None:
+    """Nothing ran, and no element came from an event: the page has no image, SVG, frame
+    or object of its own and one script, so any such element was made from event data."""
     assert page.evaluate("window.__xss") is None
     assert page.evaluate("document.querySelectorAll('img, svg, iframe, object').length") == 0
     assert page.evaluate("document.scripts.length") == 1
