@@ -92,10 +92,17 @@ def _timestamp_warning(timestamp: str, horizon: str) -> Optional[RuleWarning]:
     return None
 
 
+_NESTED = (dict, list)
+
+
 def event_warnings(
     event: dict[str, Any], received_type: str, recorded_type: str, horizon: str
 ) -> Optional[list[RuleWarning]]:
-    """The warnings ``event`` earns on its own (None when it earns none)."""
+    """The warnings ``event`` earns on its own (None when it earns none).
+
+    Runs on every event, so the common case (nothing to say) takes few steps: the
+    detailed checks run only once a cheap test says something is there.
+    """
     found: list[RuleWarning] = []
     if received_type == "identify":
         traits = event.get("traits")
@@ -103,25 +110,19 @@ def event_warnings(
             found.append(
                 _warning("identify_without_traits", "identify has no traits: nothing to record")
             )
-        elif len(traits) > 1:
+        elif len(traits) > 1 and len({k.strip().lower() for k in traits}) < len(traits):
             found += trait_collisions(traits, "traits")
     elif received_type == "group":
         traits = event.get("traits")
-        if traits and len(traits) > 1:
+        if traits and len(traits) > 1 and len({k.strip().lower() for k in traits}) < len(traits):
             found += trait_collisions(traits, "account traits")
     elif received_type != "alias":
         properties = event.get("properties")
         if properties:
-            for key, value in properties.items():
-                kind = type(value)
-                if kind is dict or kind is list:
-                    found.append(
-                        _warning(
-                            "nested_property",
-                            f"property {key!r} is {'an object' if kind is dict else 'a list'}; "
-                            "journy.io keeps scalar values (text, number, boolean, date)",
-                        )
-                    )
+            for value in properties.values():
+                if type(value) in _NESTED:
+                    found += _nested(properties)
+                    break
         if recorded_type != received_type:
             found.append(
                 _warning(
@@ -130,8 +131,24 @@ def event_warnings(
                 )
             )
     timestamp = event.get("timestamp")
-    if timestamp:
+    # The SDKs' "2026-01-01T00:00:00.000Z" compares as text with the horizon.
+    if timestamp and (timestamp[-1:] != "Z" or timestamp[10:11] != "T" or timestamp[:19] > horizon):
         problem = _timestamp_warning(timestamp, horizon)
         if problem is not None:
             found.append(problem)
     return found or None
+
+
+def _nested(properties: dict[str, Any]) -> list[RuleWarning]:
+    found = []
+    for key, value in properties.items():
+        kind = type(value)
+        if kind is dict or kind is list:
+            found.append(
+                _warning(
+                    "nested_property",
+                    f"property {key!r} is {'an object' if kind is dict else 'a list'}; "
+                    "journy.io keeps scalar values (text, number, boolean, date)",
+                )
+            )
+    return found

@@ -110,18 +110,6 @@ CREATE TABLE IF NOT EXISTS receipts (
     received_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS receipts_message ON receipts(message_id);
--- Every change to a trait: which call set it (value) or deleted it (NULL), and when.
-CREATE TABLE IF NOT EXISTS trait_changes (
-    kind TEXT NOT NULL,  -- 'user' or 'account'
-    profile_id TEXT NOT NULL,
-    trait TEXT NOT NULL,
-    value TEXT,
-    message_id TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    timestamp TEXT,
-    received_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS trait_changes_profile ON trait_changes(kind, profile_id);
 """
 
 # PRAGMA user_version of a database this collector wrote. 0: before versions were kept
@@ -149,7 +137,6 @@ _TABLES = (
     "account_events",
     "requests",
     "receipts",
-    "trait_changes",
 )
 
 # A database written by an earlier collector indexed events by profile and account
@@ -210,8 +197,13 @@ def _stored_key_collisions(
 ) -> list[dict[str, str]]:
     """Keys of ``update`` new to the profile that collide with a stored key once
     lower-cased and trimmed (collisions inside ``update`` are the ingest path's)."""
-    fresh = [k for k, v in update.items() if v is not None and k not in current]
-    if not fresh or not current:
+    if not current:
+        return []
+    new_keys = update.keys() - current.keys()  # one set operation for the usual "none"
+    if not new_keys:
+        return []
+    fresh = [k for k in update if k in new_keys and update[k] is not None]
+    if not fresh:
         return []
     stored = {k.strip().lower(): k for k in current}
     found = []
@@ -337,7 +329,6 @@ class _Transaction:
         self.counters: dict[str, int] = {}
         self.requests: list[list[Any]] = []
         self.receipts: list[tuple[str, Optional[int], str]] = []
-        self.trait_changes: list[tuple[Any, ...]] = []
 
     def load(self, user_ids: Iterable[str], account_ids: Iterable[str]) -> None:
         """Bring the rows of these users and accounts into the cache (absent: created)."""
@@ -395,7 +386,6 @@ class _Transaction:
         self.counters = {}
         self.requests = []
         self.receipts = []
-        self.trait_changes = []
 
     def write(self) -> None:
         conn, now = self.conn, self.now
@@ -409,13 +399,6 @@ class _Transaction:
         if self.receipts:
             _insert_rows(
                 conn, "INSERT INTO receipts (message_id, request_id, received_at)", self.receipts
-            )
-        if self.trait_changes:
-            _insert_rows(
-                conn,
-                "INSERT INTO trait_changes (kind, profile_id, trait, value, message_id, "
-                "event_type, timestamp, received_at)",
-                self.trait_changes,
             )
         if self.events:
             for row in self.events:
@@ -828,10 +811,8 @@ class Store:
                         found = _stored_key_collisions(account[0], ev.traits, "account trait")
                         if found:
                             row[_WARNINGS] = [*(row[_WARNINGS] or ()), *found]
-                        changes = merge_traits_changes(account[0], ev.traits)
-                        if changes:
+                        if merge_traits(account[0], ev.traits):
                             account[1] = None
-                            self._record_changes(tx, "account", group_id, ev, changes)
                     if user_id is None and ev.anonymous_id == group_id:
                         # journy.io's way to update an account without any user.
                         if profile_id is not None:
@@ -850,10 +831,8 @@ class Store:
                     found = _stored_key_collisions(user[1], ev.traits, "trait")
                     if found:
                         row[_WARNINGS] = [*(row[_WARNINGS] or ()), *found]
-                    changes = merge_traits_changes(user[1], ev.traits)
-                    if changes:
+                    if merge_traits(user[1], ev.traits):
                         user[2] = None
-                        self._record_changes(tx, "user", profile_id, ev, changes)
             elif kind == "alias" and ev.previous_id is not None:
                 tx.aliases[ev.previous_id] = profile_id
             if group_id is not None:
@@ -886,29 +865,6 @@ class Store:
         counters["accepted_requests"] = counters.get("accepted_requests", 0) + 1
         tx.bump(counters)
         return IngestResult(stored_count, duplicates, request_id)
-
-    @staticmethod
-    def _record_changes(
-        tx: _Transaction,
-        kind: str,
-        profile_id: str,
-        ev: PreparedEvent,
-        changes: list[tuple[str, Any]],
-    ) -> None:
-        append = tx.trait_changes.append
-        for key, value in changes:
-            append(
-                (
-                    kind,
-                    profile_id,
-                    key,
-                    None if value is None else orjson.dumps(value).decode(),
-                    ev.message_id,
-                    ev.type,
-                    ev.timestamp,
-                    tx.now,
-                )
-            )
 
     @staticmethod
     def _stored_ids(conn: sqlite3.Connection, message_ids: list[str]) -> set[str]:
@@ -1137,27 +1093,44 @@ class Store:
             raise ValueError(f"kind must be 'user' or 'account', got {kind!r}")
         return self._submit(self._profile, kind, id, events_limit)
 
+    @staticmethod
+    def _trait_history(conn: sqlite3.Connection, kind: str, id: str) -> list[dict[str, Any]]:
+        """Every trait change of a profile, found by replaying its identify (user) or group
+        (account) calls in arrival order, as ingest merged them. Nothing is kept for this
+        at ingest: a history table cost more per stored event than the events table itself,
+        while replaying one profile's calls when its page is opened takes milliseconds."""
+        sql = "SELECT body, message_id, received_at FROM events WHERE "
+        if kind == "user":
+            sql += "profile_id = ? AND type = 'identify'"
+        else:
+            sql += "group_id = ? AND type = 'group'"
+        history: list[dict[str, Any]] = []
+        traits: dict[str, Any] = {}
+        for body, message_id, received_at in conn.execute(sql + " ORDER BY seq", (id,)):
+            event = orjson.loads(body)
+            update = event.get("traits")
+            if not isinstance(update, dict):
+                continue
+            for trait, value in merge_traits_changes(traits, update):
+                history.append(
+                    {
+                        "trait": trait,
+                        "value": value,
+                        "deleted": value is None,
+                        "messageId": message_id,
+                        "type": event.get("type"),
+                        "timestamp": event.get("timestamp"),
+                        "receivedAt": received_at,
+                    }
+                )
+        return history
+
     def _profile(self, kind: str, id: str, events_limit: int) -> Optional[dict[str, Any]]:
         base = self._user(id) if kind == "user" else self._account(id)
         if base is None:
             return None
         conn = self._db()
-        history = [
-            {
-                "trait": trait,
-                "value": None if value is None else orjson.loads(value),
-                "deleted": value is None,
-                "messageId": message_id,
-                "type": event_type,
-                "timestamp": timestamp,
-                "receivedAt": received_at,
-            }
-            for trait, value, message_id, event_type, timestamp, received_at in conn.execute(
-                "SELECT trait, value, message_id, event_type, timestamp, received_at "
-                "FROM trait_changes WHERE kind = ? AND profile_id = ? ORDER BY rowid",
-                (kind, id),
-            )
-        ]
+        history = self._trait_history(conn, kind, id)
         column = "profile_id" if kind == "user" else "group_id"
         # ``column`` is one of two constants.
         recent = conn.execute(
