@@ -3,17 +3,38 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo needs only the SDK and the collector (aiohttp), not the development tools.
+DEMO_STAMP := $(VENV)/.installed-demo
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck unit bench soak clean
+.PHONY: demo test lint typecheck unit bench soak clean browser-deps
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[collector,dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[collector]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/journy demo
+
+# The browser tests drive Debian's chromium (never a browser downloaded by Playwright).
+# Quick when it is there; as root, installs it with apt-get; otherwise says how.
+browser-deps:
+	@if [ -x $(CHROMIUM) ]; then \
+		echo "browser-deps: $(CHROMIUM) is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && \
+		echo "browser-deps: installed $$($(CHROMIUM) --version 2>/dev/null)"; \
+	else \
+		echo "browser-deps: no $(CHROMIUM); install it with: sudo apt-get install chromium" >&2; \
+		exit 1; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

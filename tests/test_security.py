@@ -584,7 +584,9 @@ def test_collector_stores_sql_metacharacters_verbatim(live: Any) -> None:
         assert account is not None and account["traits"] == {text: 1}
         assert [e["event"] for e in collector.events(type="track", user_id=text)] == [text]
         # The read API takes the same strings as query parameters.
-        answer = pool.request("GET", collector.url + "/api/events", fields={"userId": text})
+        answer = pool.request(
+            "GET", collector.url + "/api/events", fields={"userId": text}, headers=AUTH
+        )
         assert answer.status == 200
         assert {e["messageId"] for e in json.loads(answer.data)["events"]} == {
             f"sql-{n}-{text}",
@@ -592,7 +594,7 @@ def test_collector_stores_sql_metacharacters_verbatim(live: Any) -> None:
             f"sql-t-{n}-{text}",
         }
     answer = pool.request(
-        "GET", collector.url + "/api/events", fields={"userId": "x' OR '1'='1' --"}
+        "GET", collector.url + "/api/events", fields={"userId": "x' OR '1'='1' --"}, headers=AUTH
     )
     assert json.loads(answer.data)["events"] == []
     stats = collector.stats()
@@ -715,7 +717,9 @@ def test_collector_survives_hostile_bodies_without_5xx(
 
 def test_collector_still_healthy_after_the_fuzzing(live: Any) -> None:
     collector, pool = live
-    answer = pool.request("GET", collector.url + "/api/stats")
+    # A collector with write keys shows what it stored only to a holder of one.
+    assert pool.request("GET", collector.url + "/api/stats").status == 401
+    answer = pool.request("GET", collector.url + "/api/stats", headers=AUTH)
     assert answer.status == 200
     stats = collector.stats()
     assert stats["stored"] == stats["events"]

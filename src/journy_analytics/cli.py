@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import signal
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +23,11 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 DEFAULT_DB = "journy-collector.db"
 _DEFAULT_EVENTS_LIMIT = 100
 _URL_ENV = "JOURNY_COLLECTOR_URL"
+_KEY_ENV = "JOURNY_WRITE_KEY"
+# As the collector records them (a page with a name is a screen). Not imported from the
+# collector package: that would import aiohttp, which the query commands do not need.
+_EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+_DEMO_PORT = 8765
 _EXTRA_HINT = (
     'journy collector needs the collector extra: pip install "journy-analytics[collector]"'
 )
@@ -161,13 +168,24 @@ def _build_parser() -> argparse.ArgumentParser:
             help=f"collector URL (default: ${_URL_ENV} or {DEFAULT_URL})",
         )
         p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        p.add_argument(
+            "--write-key",
+            default=os.environ.get(_KEY_ENV),
+            metavar="KEY",
+            help=f"a collector started with --write-key asks for one (default: ${_KEY_ENV})",
+        )
 
     ev = sub.add_parser(
         "events",
         help="list events stored by a running collector",
         description="List stored events (deduplicated), oldest first.",
     )
-    ev.add_argument("--type", help="identify, track, page, screen, group or alias")
+    ev.add_argument(
+        "--type",
+        choices=_EVENT_TYPES,
+        metavar="TYPE",
+        help=f"only events of this type: {', '.join(_EVENT_TYPES)}",
+    )
     ev.add_argument("--user-id", help="only events with this userId")
     ev.add_argument("--anonymous-id", help="only events with this anonymousId")
     ev.add_argument("--group-id", help="only events of this account (groupId or context.groupId)")
@@ -178,6 +196,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"show the N most recent events (default: {_DEFAULT_EVENTS_LIMIT})",
     )
     ev.add_argument("--all", action="store_true", help="show every event (overrides --limit)")
+    ev.add_argument(
+        "--warnings",
+        action="store_true",
+        help="only events that break one of journy.io's rules, each with its warnings",
+    )
     add_url(ev)
 
     us = sub.add_parser(
@@ -199,14 +222,26 @@ def _build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stats", help="show a running collector's counters")
     add_url(st)
 
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo",
         help="run every example of the journy.io docs through the SDK and show the profiles",
         description=(
-            "Start a collector in-process on a free port with a temporary database, send "
-            "the journy.io documentation's examples through the SDK, then print the user "
-            "and account profiles and the events as journy.io records them."
+            "Start a collector in-process with a temporary database, send the journy.io "
+            "documentation's examples through the SDK, print the user and account profiles "
+            "and the events as journy.io records them, then keep serving the inspector "
+            "until Ctrl-C."
         ),
+    )
+    demo.add_argument(
+        "--port",
+        type=_non_negative_int,
+        default=_DEMO_PORT,
+        help=f"port (default: {_DEMO_PORT}, or any free one when it is taken)",
+    )
+    demo.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="exit after printing instead of serving the inspector",
     )
     return parser
 
@@ -215,11 +250,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``journy`` console script; returns the exit status."""
     args = _build_parser().parse_args(argv)
     command: str = args.command
-    if command == "collector":
-        return _collector(args)
-    if command == "demo":
-        return _demo()
-    return _query(command, args)
+    try:
+        if command == "collector":
+            return _collector(args)
+        if command == "demo":
+            return _demo(args.port, serve=not args.no_serve)
+        return _query(command, args)
+    except BrokenPipeError:
+        # The reader went away (`journy events --all | head -1`): nothing left to say.
+        # Python would report the failed flush of stdout at exit: point it at nothing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # what a shell reports for a process ended by SIGPIPE
 
 
 # -- journy collector ----------------------------------------------------------------------
@@ -312,13 +355,20 @@ async def _serve(args: argparse.Namespace, faults: Any) -> int:
 def _print_banner(args: argparse.Namespace, port: int, db: str, faults: Any) -> None:
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{port}"
-    keys = ", ".join(args.write_keys) if args.write_keys else "any non-empty key"
+    # The keys themselves are never printed: a banner ends up in logs and screenshots.
+    count = len(args.write_keys or ())
+    keys = (
+        f"{count} key{'s' if count != 1 else ''} set with --write-key (the inspector asks for one)"
+        if count
+        else "any non-empty key"
+    )
     lines = [
         f"journy collector listening on {url}",
         f'  point the SDK at it:  Analytics(write_key="...", host="{url}")',
         f"  batch endpoint:       POST {url}{args.path}  (also /v1/batch, /v1/<type>)",
         f"  write keys:           {keys}",
         f"  database:             {db}",
+        f"  inspector:            {url}/  (open it in a browser: events live, profiles)",
         f"  read it:              journy events --url {url}  |  journy user ID  |  "
         f"journy account ID",
     ]
@@ -336,11 +386,22 @@ class _QueryError(Exception):
     pass
 
 
-def _get(base_url: str, path: str, params: Optional[dict[str, Any]] = None) -> Any:
+def _get(
+    base_url: str,
+    path: str,
+    params: Optional[dict[str, Any]] = None,
+    write_key: Optional[str] = None,
+) -> Any:
     query = {k: v for k, v in (params or {}).items() if v is not None}
     url = base_url.rstrip("/") + path + ("?" + urllib.parse.urlencode(query) if query else "")
+    headers = {}
+    if write_key:
+        token = base64.b64encode(f"{write_key}:".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=10
+        ) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -357,6 +418,7 @@ def _get(base_url: str, path: str, params: Optional[dict[str, Any]] = None) -> A
 
 def _query(command: str, args: argparse.Namespace) -> int:
     try:
+        key = args.write_key
         if command == "events":
             data = _get(
                 args.url,
@@ -367,17 +429,21 @@ def _query(command: str, args: argparse.Namespace) -> int:
                     "anonymousId": args.anonymous_id,
                     "groupId": args.group_id,
                     "limit": None if args.all else args.limit,
+                    "warnings": "1" if args.warnings else None,
                 },
+                key,
             )
             printer: Callable[[Any, TextIO], None] = _print_events
         elif command == "user":
-            data = _get(args.url, "/api/users/" + urllib.parse.quote(args.id, safe=""))
+            data = _get(args.url, "/api/users/" + urllib.parse.quote(args.id, safe=""), None, key)
             printer = _print_user
         elif command == "account":
-            data = _get(args.url, "/api/accounts/" + urllib.parse.quote(args.id, safe=""))
+            data = _get(
+                args.url, "/api/accounts/" + urllib.parse.quote(args.id, safe=""), None, key
+            )
             printer = _print_account
         else:
-            data = _get(args.url, "/api/stats")
+            data = _get(args.url, "/api/stats", None, key)
             printer = _print_stats
     except _QueryError as exc:
         print(f"journy {command}: {exc}", file=sys.stderr)
@@ -416,8 +482,9 @@ def _what(event: dict[str, Any]) -> str:
 
 def _print_events(data: Any, out: TextIO) -> None:
     events = data.get("events", [])
+    warnings = data.get("warnings")
     if not events:
-        out.write("no events\n")
+        out.write("no events with warnings\n" if warnings is not None else "no events\n")
         return
     rows = []
     for event in events:
@@ -436,10 +503,14 @@ def _print_events(data: Any, out: TextIO) -> None:
         )
     headers = ("timestamp", "type", "user", "account", "details")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers[:-1])]
-    for row in [headers, *rows]:
+    for index, row in enumerate([headers, *rows]):
         cells = [c.ljust(w) for c, w in zip(row[:-1], widths)]
         out.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
-    out.write(f"({len(events)} event{'s' if len(events) != 1 else ''})\n")
+        if warnings is not None and index > 0:
+            for found in warnings[index - 1]:
+                out.write(f"    ! {found['rule']}: {found['message']}\n")
+    noun = "event" + ("s" if len(events) != 1 else "")
+    out.write(f"({len(events)} {noun}{' with warnings' if warnings is not None else ''})\n")
 
 
 def _print_traits(traits: dict[str, Any], out: TextIO) -> None:
@@ -483,7 +554,7 @@ _ELON = "f4ca124298"
 _WRITE_KEY = "YOUR_WRITE_KEY"
 
 
-def _demo() -> int:
+def _demo(port: int = _DEMO_PORT, serve: bool = True) -> int:
     if not _aiohttp_available():
         print(_EXTRA_HINT.replace("journy collector", "journy demo"), file=sys.stderr)
         return 2
@@ -497,7 +568,14 @@ def _demo() -> int:
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="journy-demo-") as tmp:
         db = os.path.join(tmp, "demo.db")
-        with CollectorThread(db=db, write_keys=[_WRITE_KEY]) as collector:
+        # Any key is accepted, so the inspector opens without asking for one.
+        collector = CollectorThread(db=db, port=port if serve else 0)
+        try:
+            collector.start()
+        except OSError:  # the port is taken (a `journy collector` running?): any free one
+            collector = CollectorThread(db=db)
+            collector.start()
+        with collector:
             out.write(f"Local collector on {collector.url} (database {db})\n\n")
             analytics = Analytics(write_key=_WRITE_KEY, host=collector.url)
             steps = _demo_calls(analytics)
@@ -515,7 +593,31 @@ def _demo() -> int:
                 out.write(
                     f"\nexpected {len(steps)} events, the collector stored {stats['events']}\n"
                 )
+            elif serve:
+                _serve_demo(collector.url, out)
     return 0 if ok else 1
+
+
+def _serve_demo(url: str, out: TextIO) -> None:
+    out.write(
+        f"\n>>> Open the inspector: {url}/\n"
+        "    The demo's events, their warnings and the profiles are there; events you send\n"
+        f'    with Analytics(write_key="...", host="{url}") appear live.\n'
+        "    Ctrl-C to stop (the demo's database is deleted).\n"
+    )
+    out.flush()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        out.write("\njourny demo: stopped\n")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _demo_calls(analytics: Any) -> list[tuple[str, Callable[[], Any]]]:
@@ -639,5 +741,6 @@ def _demo_report(collector: Any, out: TextIO) -> None:
     _print_events({"events": collector.events()}, out)
     out.write(
         "\nA page with a name is recorded as a screen; events sent with group_id appear in\n"
-        "the context of account tesla. Run `journy collector` to keep a collector running.\n"
+        "the context of account tesla. `journy collector` runs a collector that keeps its\n"
+        "database between runs.\n"
     )

@@ -17,6 +17,10 @@ name, 50% track):
 
 Every run checks that the collector stored exactly the events sent. ``--repeat`` runs each
 measurement several times and prints every figure with the range.
+
+``--inspector`` measures the raw clients twice per repeat, alternately without and with the
+inspector open in headless Chromium (Debian's /usr/bin/chromium, through Playwright), and
+prints both rates and the drop: the inspector's live stream must cost ingest at most 10%.
 """
 
 from __future__ import annotations
@@ -185,7 +189,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=("raw", "sdk"), default=None)
     parser.add_argument("--workload", choices=tuple(WORKLOADS), default=None)
+    parser.add_argument("--inspector", action="store_true", help="with and without a page open")
     args = parser.parse_args()
+    if args.inspector:
+        measure_with_inspector(args)
+        return
     workloads = [args.workload] if args.workload else list(WORKLOADS)
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()}", flush=True)
 
@@ -219,6 +227,90 @@ def main() -> None:
                             assert stats["events"] == args.events, stats
                 label = f"SDK {workload}, max_events_in_batch={args.batch}"
                 print(f"{label} -> CollectorThread(db={db_kind!r}): {fmt(rates)}", flush=True)
+
+
+def measure_with_inspector(args: argparse.Namespace) -> None:
+    from playwright.sync_api import sync_playwright
+
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    workload = args.workload or "track"
+    print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start(os.path.join(tmp, "measure.db"))
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path="/usr/bin/chromium", args=flags
+                )
+                import psutil
+
+                collector_process = psutil.Process(proc.pid)
+
+                seen: dict[int, float] = {}
+
+                def browser_cpu() -> float:
+                    # Only this script's Chromium (other programs may run one too), and
+                    # processes that ended keep counting what they had used.
+                    for child in psutil.Process().children(recursive=True):
+                        try:
+                            if "chrom" in child.name().lower():
+                                times = child.cpu_times()
+                                seen[child.pid] = times.user + times.system
+                        except psutil.Error:
+                            pass
+                    return sum(seen.values())
+
+                def collector_cpu() -> float:
+                    times = collector_process.cpu_times()
+                    return times.user + times.system
+
+                without: list[float] = []
+                with_page: list[float] = []
+                cpu: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+                for i in range(args.repeat):
+                    # Alternate which goes first, so a drifting machine favours neither.
+                    for page_open in (False, True) if i % 2 == 0 else (True, False):
+                        page = None
+                        if page_open:
+                            page = browser.new_page()
+                            page.goto(url + "/")
+                            page.wait_for_selector("#live[data-state=live]")
+                        before = collector_cpu(), browser_cpu()
+                        rate = raw_clients(
+                            url, workload, args.events, args.batch, args.threads, f"i{i}{page_open}"
+                        )
+                        cpu[page_open].append(
+                            (collector_cpu() - before[0], browser_cpu() - before[1])
+                        )
+                        if page is not None:
+                            shown = page.locator("#events tbody tr").count()
+                            assert shown > 0, "the page showed nothing"
+                            page.close()
+                        (with_page if page_open else without).append(rate)
+                browser.close()
+        finally:
+            stop(proc)
+    label = f"raw HTTP {workload}, {args.batch}-event batches, {args.threads} thr"
+    print(f"{label}, no page open:        {fmt(without)}")
+    print(f"{label}, inspector page open: {fmt(with_page)}")
+    drop = 1 - (sum(with_page) / len(with_page)) / (sum(without) / len(without))
+    print(f"mean drop with the page open: {drop:.1%}")
+    # CPU per event barely depends on what else the machine is doing, unlike the rates.
+    for page_open in (False, True):
+        runs = cpu[page_open]
+        server = sum(c for c, _ in runs) / len(runs) / args.events * 1e6
+        browser_us = sum(b for _, b in runs) / len(runs) / args.events * 1e6
+        label = "inspector page open" if page_open else "no page open"
+        print(f"CPU per event, {label}: collector {server:.1f} us, Chromium {browser_us:.1f} us")
 
 
 if __name__ == "__main__":

@@ -61,17 +61,23 @@ def test_collector_process_serves_stops_on_sigint_and_keeps_data(tmp_path, capsy
         assert post(url + "/backend/v1/batch", batch).status == 200
         assert post(url + "/backend/v1/batch", batch, key="other").status == 401
 
-        assert main(["events", "--url", url]) == 0
+        # With write keys set, what was stored is shown only to a holder of one.
+        assert main(["events", "--url", url]) == 1
+        assert "401" in capsys.readouterr().err
+        assert main(["events", "--url", url, "--write-key", "other"]) == 1
+        assert "401" in capsys.readouterr().err
+        k = ["--url", url, "--write-key", "k"]
+        assert main(["events", *k]) == 0
         out = capsys.readouterr().out
         assert "identify" in out and "screen" in out and "tesla" in out and "(3 events)" in out
-        assert main(["user", "elon", "--url", url]) == 0
+        assert main(["user", "elon", *k]) == 0
         out = capsys.readouterr().out
         assert "e@x" in out and "accounts: tesla" in out
-        assert main(["account", "tesla", "--url", url]) == 0
+        assert main(["account", "tesla", *k]) == 0
         assert "members:  elon" in capsys.readouterr().out
-        assert main(["user", "nobody", "--url", url]) == 1
+        assert main(["user", "nobody", *k]) == 1
         assert "404" in capsys.readouterr().err
-        assert main(["events", "--type", "screen", "--json", "--url", url]) == 0
+        assert main(["events", "--type", "screen", "--json", *k]) == 0
         assert json.loads(capsys.readouterr().out)["events"][0]["name"] == "Pricing"
     finally:
         proc.send_signal(signal.SIGINT)

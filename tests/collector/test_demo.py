@@ -11,7 +11,7 @@ from journy_analytics.cli import main
 
 def test_demo_shows_union_null_and_account_context(capsys):
     pytest.importorskip("journy_analytics.client")
-    assert main(["demo"]) == 0
+    assert main(["demo", "--no-serve"]) == 0
     out = capsys.readouterr().out
     assert "everything delivered" in out
     elon = out[out.index("user f4ca124298") : out.index("anonymous user")]

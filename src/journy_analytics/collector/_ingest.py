@@ -11,6 +11,8 @@ from typing import Any, NamedTuple, Optional
 
 import orjson
 
+from journy_analytics.collector._rules import RuleWarning, event_warnings, future_horizon
+
 __all__ = [
     "EVENT_TYPES",
     "MAX_BODY_BYTES",
@@ -79,6 +81,7 @@ class PreparedEvent(NamedTuple):
     name: Optional[str]
     timestamp: Optional[str]
     body: bytes  # the event as received (JSON), with ``type`` as recorded
+    warnings: Optional[list[RuleWarning]] = None  # journy.io's rules it breaks (see _rules)
 
     @property
     def profile_id(self) -> Optional[str]:
@@ -165,14 +168,15 @@ def prepare_batch(obj: Any, single_type: Optional[str] = None) -> list[PreparedE
     prepared: list[PreparedEvent] = []
     errors: list[IngestError] = []
     append = prepared.append
+    horizon = future_horizon()
     for index, event in enumerate(events):
         if not errors:
-            fast = _prepare_valid_event(event)
+            fast = _prepare_valid_event(event, horizon)
             if fast is not None:
                 append(fast)
                 continue
         try:
-            append(_prepare_event(event))
+            append(_prepare_event(event, horizon))
         except IngestError as exc:
             errors.append(exc)
             exc.index = index
@@ -239,7 +243,7 @@ def _present_id(value: Any) -> bool:
     return type(value) is str and value != ""
 
 
-def _prepare_valid_event(event: Any) -> Optional[PreparedEvent]:
+def _prepare_valid_event(event: Any, horizon: str) -> Optional[PreparedEvent]:
     """The fast path for the events real clients send: the result ``_prepare_event`` would
     give, or None when anything is unusual (``_prepare_event`` then decides, and names
     the problem). Every check here is at least as strict as the one it stands for."""
@@ -323,10 +327,11 @@ def _prepare_valid_event(event: Any) -> Optional[PreparedEvent]:
         name,
         timestamp,
         encoded,
+        event_warnings(event, received_type, recorded_type, horizon),
     )
 
 
-def _prepare_event(event: Any) -> PreparedEvent:
+def _prepare_event(event: Any, horizon: str) -> PreparedEvent:
     if not isinstance(event, dict):
         raise _invalid(f"an event must be an object, got {type(event).__name__}")
     try:
@@ -409,4 +414,5 @@ def _prepare_event(event: Any) -> PreparedEvent:
         name=name,
         timestamp=timestamp,
         body=encoded,
+        warnings=event_warnings(event, received_type, recorded_type, horizon),
     )

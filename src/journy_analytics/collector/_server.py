@@ -8,6 +8,7 @@ import binascii
 import collections
 import time
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Deque, Iterable, Optional, TypeVar
 
 import orjson
@@ -23,7 +24,9 @@ from journy_analytics.collector._ingest import (
     prepare_batch,
     write_key_from_body,
 )
-from journy_analytics.collector._store import Store
+from journy_analytics.collector._live import HEARTBEAT, LIVE_ROWS, PUSH_INTERVAL, LiveFeed
+from journy_analytics.collector._rules import RULES
+from journy_analytics.collector._store import INSPECTOR_FILTERS, Store
 
 __all__ = ["DEFAULT_PATH", "CollectorState", "Server", "create_app", "logged_requests"]
 
@@ -34,6 +37,22 @@ T = TypeVar("T")
 # Segment's single-event endpoints: the body is one event of the type in the path.
 _SINGLE_EVENT_PATHS = {f"/v1/{t}": t for t in EVENT_TYPES}
 _READ_CHUNK = 64 * 1024
+_INSPECTOR_DIR = Path(__file__).resolve().parent / "inspector"
+# The inspector's files, by URL name: (file, content type).
+_INSPECTOR_FILES = {
+    "app.js": ("app.js", "text/javascript"),
+    "app.css": ("app.css", "text/css"),
+}
+# Nothing from elsewhere, no inline script: even a rendering bug could not run a payload.
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_MAX_PAGE = 500
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its request was read."""
 
 
 class _Encoded:
@@ -125,7 +144,11 @@ async def _read_body(request: web.Request) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.read(_READ_CHUNK)
+        try:
+            chunk = await request.content.read(_READ_CHUNK)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # aiohttp's ClientConnectionResetError is a ConnectionResetError.
+            raise _ClientGone() from None
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
@@ -162,6 +185,11 @@ def _ingest_handler(
         counters: dict[str, int] = {"requests": 1}
         try:
             response = await _ingest(request, state, single_type, record, counters)
+        except _ClientGone:
+            # Nobody is left to answer, and it is not the collector's fault: no traceback.
+            record["status"] = record["error"] = "client disconnected"
+            await _wait(state.store.count({"requests": 1, "rejected.client_disconnected": 1}))
+            return web.Response(status=400)
         except IngestError as exc:
             counters[f"rejected.{exc.code}"] = 1
             response = _json(exc.to_json(), status=exc.status)
@@ -223,13 +251,41 @@ async def _ingest(
         counters["faults.reset"] = 1
         if not decision.reset_after_store:
             return _abort(request, record)
-    result = await _wait(state.store.ingest(events, counters))
+    meta = {
+        "method": request.method,
+        "path": request.path,
+        "headers": redacted_headers(request.headers.items()),
+        "size": len(raw),
+        "gzip": raw is not body,
+        "retry_count": _retry_count(request.headers.get("X-Retry-Count")),
+    }
+    result = await _wait(state.store.ingest(events, counters, meta))
     counters.clear()  # counted inside the ingest transaction
+    if result.stored:
+        request.app[_LIVE].notify()
     record["stored"] = result.stored
     record["duplicates"] = result.duplicates
     if decision.reset:
         return _abort(request, record)
     return _json({"success": True})
+
+
+def redacted_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers as the inspector shows them: the credentials replaced."""
+    shown = {}
+    for name, value in items:
+        if name.lower() in ("authorization", "proxy-authorization", "cookie"):
+            scheme = value.split(" ", 1)[0] if " " in value else ""
+            value = f"{scheme} [redacted]".strip()
+        shown[str(name)] = value
+    return shown
+
+
+def _retry_count(value: Optional[str]) -> Optional[int]:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 # -- read API --------------------------------------------------------------------------
@@ -251,15 +307,24 @@ async def _events(request: web.Request) -> web.Response:
             return _error(400, "invalid_query", "limit must be an integer")
         if limit < 0:
             return _error(400, "invalid_query", "limit must be >= 0")
-    bodies = await _wait(
-        state.store.events_json(
-            type=_opt(request, "type"),
-            user_id=_opt(request, "userId"),
-            anonymous_id=_opt(request, "anonymousId"),
-            group_id=_opt(request, "groupId"),
-            limit=limit,
+    query: dict[str, Any] = {
+        "type": _opt(request, "type"),
+        "user_id": _opt(request, "userId"),
+        "anonymous_id": _opt(request, "anonymousId"),
+        "group_id": _opt(request, "groupId"),
+        "limit": limit,
+    }
+    if _opt(request, "warnings") not in (None, "0", "false"):
+        rows = await _wait(state.store.events_with_warnings(**query))
+        return web.Response(
+            body=b'{"events":['
+            + b",".join(body for body, _ in rows)
+            + b'],"warnings":'
+            + orjson.dumps([found for _, found in rows])
+            + b"}",
+            content_type="application/json",
         )
-    )
+    bodies = await _wait(state.store.events_json(**query))
     # The stored bytes are already JSON: splice them instead of decoding and re-encoding.
     return web.Response(
         body=b'{"events":[' + b",".join(bodies) + b"]}", content_type="application/json"
@@ -339,13 +404,20 @@ async def _reset(request: web.Request) -> web.Response:
 
 
 async def _index(request: web.Request) -> web.Response:
+    accept = request.headers.get("Accept", "")
+    if "application/json" in accept and "text/html" not in accept:
+        return await _api_index(request)
+    return _inspector_file(request.app, "index.html", "text/html")
+
+
+async def _api_index(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     return _json(
         {
             "name": "journy-analytics local collector",
             "ingest": sorted({state.path, "/v1/batch", *_SINGLE_EVENT_PATHS}),
             "read": [
-                "/api/events?type=&userId=&anonymousId=&groupId=&limit=",
+                "/api/events?type=&userId=&anonymousId=&groupId=&limit=&warnings=",
                 "/api/users/{id}",
                 "/api/accounts/{id}",
                 "/api/stats",
@@ -353,8 +425,168 @@ async def _index(request: web.Request) -> web.Response:
                 "/api/requests",
                 "/api/faults",
             ],
+            "inspector": "/",
         }
     )
+
+
+# -- the inspector ---------------------------------------------------------------------
+
+_ASSETS: web.AppKey[dict[str, bytes]] = web.AppKey("journy_inspector_assets", dict)
+_LIVE: web.AppKey[LiveFeed] = web.AppKey("journy_live_feed", LiveFeed)
+
+
+def _load_assets() -> dict[str, bytes]:
+    names = ["index.html", *(file for file, _ in _INSPECTOR_FILES.values())]
+    return {name: (_INSPECTOR_DIR / name).read_bytes() for name in names}
+
+
+def _inspector_file(app: web.Application, name: str, content_type: str) -> web.Response:
+    return web.Response(
+        body=app[_ASSETS][name],
+        content_type=content_type,
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": _CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+
+
+async def _asset(request: web.Request) -> web.Response:
+    found = _INSPECTOR_FILES.get(request.match_info["name"])
+    if found is None:
+        raise web.HTTPNotFound()
+    return _inspector_file(request.app, *found)
+
+
+async def _no_icon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+def _filters(request: web.Request) -> dict[str, str]:
+    return {k: v for k, v in request.query.items() if k in INSPECTOR_FILTERS and v}
+
+
+def _int_query(request: web.Request, name: str) -> Optional[int]:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"{name} must be an integer") from None
+
+
+async def _inspector_events(request: web.Request) -> web.Response:
+    limit = _int_query(request, "limit") or 100
+    page = await _wait(
+        request.app[_STATE].store.inspector_events(
+            _filters(request),
+            before=_int_query(request, "before"),
+            after=_int_query(request, "after"),
+            limit=max(1, min(limit, _MAX_PAGE)),
+        )
+    )
+    return _json(page)
+
+
+async def _inspector_event(request: web.Request) -> web.Response:
+    try:
+        seq = int(request.match_info["seq"])
+    except ValueError:
+        return _error(400, "invalid_query", "an event is named by its number")
+    detail = await _wait(request.app[_STATE].store.event_detail(seq))
+    if detail is None:
+        return _error(404, "not_found", f"no event {seq}")
+    return _json(detail)
+
+
+def _profile_handler(kind: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        profile_id = request.match_info["id"]
+        found = await _wait(request.app[_STATE].store.profile(kind, profile_id))
+        if found is None:
+            return _error(404, "not_found", f"no {kind} {profile_id!r}")
+        return _json(found)
+
+    return handler
+
+
+async def _rules(request: web.Request) -> web.Response:
+    return _json({"rules": RULES})
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: ``data: {"events": [...], "matched": n, "latest": seq}`` with
+    what matches the filters since ``after``, at most every ``PUSH_INTERVAL`` seconds."""
+    store = request.app[_STATE].store
+    live = request.app[_LIVE]
+    filters = _filters(request)
+    after = _int_query(request, "after")
+    if after is None:
+        after = (await _wait(store.inspector_events({}, limit=0)))["latest"]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    wake = live.subscribe()
+    loop = asyncio.get_running_loop()
+    last_push = 0.0
+    try:
+        await response.write(b": live\n\n")
+        while not live.closed:
+            try:
+                await asyncio.wait_for(wake.wait(), HEARTBEAT)
+            except asyncio.TimeoutError:
+                await response.write(b": still here\n\n")
+                continue
+            if live.closed:
+                break
+            pause = last_push + PUSH_INTERVAL - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            wake.clear()
+            page = await _wait(store.inspector_events(filters, after=after, limit=LIVE_ROWS))
+            last_push = loop.time()
+            if page["latest"] < after:  # the store was reset
+                after = page["latest"]
+                await response.write(b'data: {"reset":true}\n\n')
+            elif page["events"]:
+                after = page["events"][0]["seq"]
+                await response.write(b"data: " + orjson.dumps(page) + b"\n\n")
+    except ConnectionError:
+        pass  # the page was closed
+    finally:
+        live.unsubscribe(wake)
+    return response
+
+
+@web.middleware
+async def _read_key(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """With write keys set, what the collector stored is shown only to a holder of one:
+    the read API, the inspector's data and its stream (the page itself holds no data)."""
+    state = request.app[_STATE]
+    if (
+        state.write_keys is not None
+        and request.path.startswith("/api")
+        and not state.key_accepted(_basic_auth_key(request.headers.get("Authorization")))
+    ):
+        return _error(
+            401,
+            "unauthorized",
+            "this collector has write keys: send one as the HTTP Basic user "
+            "(journy events --write-key KEY; the inspector asks for it)",
+        )
+    return await handler(request)
 
 
 @web.middleware
@@ -377,14 +609,30 @@ async def _json_errors(
 
 def create_app(state: CollectorState) -> web.Application:
     """The aiohttp application serving ``state`` (ingest, read API, fault control)."""
-    app = web.Application(middlewares=[_json_errors])
+    app = web.Application(middlewares=[_json_errors, _read_key])
     app[_STATE] = state
+    app[_ASSETS] = _load_assets()
+    live = app[_LIVE] = LiveFeed()
+
+    async def end_streams(app: web.Application) -> None:
+        live.close()
+
+    app.on_shutdown.append(end_streams)
     for path in sorted({state.path, "/v1/batch"}):
         app.router.add_post(path, _ingest_handler(None))
     for path, event_type in _SINGLE_EVENT_PATHS.items():
         if path != state.path:
             app.router.add_post(path, _ingest_handler(event_type))
     app.router.add_get("/", _index)
+    app.router.add_get("/inspector/{name}", _asset)
+    app.router.add_get("/favicon.ico", _no_icon)
+    app.router.add_get("/api", _api_index)
+    app.router.add_get("/api/inspector/events", _inspector_events)
+    app.router.add_get("/api/inspector/events/{seq}", _inspector_event)
+    app.router.add_get("/api/inspector/users/{id:.+}", _profile_handler("user"))
+    app.router.add_get("/api/inspector/accounts/{id:.+}", _profile_handler("account"))
+    app.router.add_get("/api/inspector/stream", _stream)
+    app.router.add_get("/api/inspector/rules", _rules)
     app.router.add_get("/api/events", _events)
     app.router.add_get("/api/users/{id:.+}", _user)
     app.router.add_get("/api/accounts/{id:.+}", _account)

@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS events (
     name TEXT,
     timestamp TEXT,
     received_at TEXT NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    request_id INTEGER,  -- the request that brought it (requests.id)
+    warnings TEXT  -- JSON list of journy.io rules it breaks, NULL when none
 );
 -- No index besides messageId's: each one costs several microseconds per stored event.
 -- Profile event counts are kept in profile_events and account_events instead, and
@@ -73,6 +75,7 @@ CREATE TABLE IF NOT EXISTS memberships (
     user_id TEXT NOT NULL,
     account_id TEXT NOT NULL,
     first_seen TEXT NOT NULL,
+    grouped INTEGER NOT NULL DEFAULT 0,  -- 1 once a group call linked them
     PRIMARY KEY (user_id, account_id)
 );
 CREATE INDEX IF NOT EXISTS memberships_account ON memberships(account_id);
@@ -86,7 +89,42 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     n INTEGER NOT NULL
 );
+-- What the inspector shows about each accepted request (the key redacted).
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    gzip INTEGER NOT NULL,
+    retry_count INTEGER,
+    batch_size INTEGER NOT NULL,
+    stored INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL
+);
+-- Each later receipt of a stored messageId (its first is events.request_id).
+CREATE TABLE IF NOT EXISTS receipts (
+    message_id TEXT NOT NULL,
+    request_id INTEGER,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS receipts_message ON receipts(message_id);
 """
+
+# PRAGMA user_version of a database this collector wrote. 0: before versions were kept
+# (counts in indexes, or in profile_events/account_events); 2: requests, receipts, trait
+# history, warnings and group-call memberships.
+SCHEMA_VERSION = 2
+
+# Columns added to tables an older collector created: (table, column, declaration).
+# Links recorded before version 2 may come from a group call or not: they count as
+# grouped, so an old database earns no false warning.
+_ADDED_COLUMNS = (
+    ("events", "request_id", "INTEGER"),
+    ("events", "warnings", "TEXT"),
+    ("memberships", "grouped", "INTEGER NOT NULL DEFAULT 1"),
+)
 
 _TABLES = (
     "events",
@@ -97,6 +135,8 @@ _TABLES = (
     "counters",
     "profile_events",
     "account_events",
+    "requests",
+    "receipts",
 )
 
 # A database written by an earlier collector indexed events by profile and account
@@ -136,14 +176,59 @@ def merge_traits(current: dict[str, Any], update: Optional[Mapping[str, Any]]) -
 _MISSING = object()
 
 
+def merge_traits_changes(
+    current: dict[str, Any], update: Mapping[str, Any]
+) -> list[tuple[str, Any]]:
+    """``merge_traits`` returning what changed: ``(key, value)``, value None = deleted."""
+    changes: list[tuple[str, Any]] = []
+    for key, value in update.items():
+        if value is None:
+            if key in current:
+                del current[key]
+                changes.append((key, None))
+        elif current.get(key, _MISSING) != value:
+            current[key] = value
+            changes.append((key, value))
+    return changes
+
+
+def _stored_key_collisions(
+    current: Mapping[str, Any], update: Mapping[str, Any], where: str
+) -> list[dict[str, str]]:
+    """Keys of ``update`` new to the profile that collide with a stored key once
+    lower-cased and trimmed (collisions inside ``update`` are the ingest path's)."""
+    if not current:
+        return []
+    new_keys = update.keys() - current.keys()  # one set operation for the usual "none"
+    if not new_keys:
+        return []
+    fresh = [k for k in update if k in new_keys and update[k] is not None]
+    if not fresh:
+        return []
+    stored = {k.strip().lower(): k for k in current}
+    found = []
+    for key in fresh:
+        other = stored.get(key.strip().lower())
+        if other is not None and other != key:
+            found.append(
+                {
+                    "rule": "trait_key_collision",
+                    "message": f"{where} key {key!r} is the stored trait {other!r} once "
+                    "lower-cased and trimmed",
+                }
+            )
+    return found
+
+
 class IngestResult:
     """Outcome of one accepted request: events newly stored and duplicates ignored."""
 
-    __slots__ = ("duplicates", "stored")
+    __slots__ = ("duplicates", "request_id", "stored")
 
-    def __init__(self, stored: int, duplicates: int) -> None:
+    def __init__(self, stored: int, duplicates: int, request_id: Optional[int] = None) -> None:
         self.stored = stored
         self.duplicates = duplicates
+        self.request_id = request_id
 
 
 # SQLite builds before 3.32 allow at most 999 parameters in one statement.
@@ -206,18 +291,22 @@ class _Cache:
         self.users: dict[str, list[Any]] = {}
         # id -> [traits, JSON or None]
         self.accounts: dict[str, list[Any]] = {}
-        self.memberships: set[tuple[str, str]] = set()
+        # (profile id, account id) -> linked by a group call; complete for the profiles in
+        # links_loaded
+        self.links: dict[tuple[str, str], bool] = {}
+        self.links_loaded: set[str] = set()
 
     def clear(self) -> None:
         self.users.clear()
         self.accounts.clear()
-        self.memberships.clear()
+        self.links.clear()
+        self.links_loaded.clear()
 
     def trim(self) -> None:
         if (
             len(self.users) > self.limit
             or len(self.accounts) > self.limit
-            or len(self.memberships) > self.limit
+            or len(self.links) > self.limit
         ):
             self.clear()
 
@@ -229,15 +318,17 @@ class _Transaction:
         self.conn = conn
         self.cache = cache
         self.now = _now()
-        self.events: list[tuple[Any, ...]] = []
+        self.events: list[list[Any]] = []
         self.message_ids: set[str] = set()
         self.users: dict[str, list[Any]] = {}  # touched: id -> cache entry
         self.accounts: dict[str, list[Any]] = {}
-        self.memberships: dict[tuple[str, str], None] = {}  # new links, in order
+        self.memberships: dict[tuple[str, str], int] = {}  # new or now grouped, in order
         self.aliases: dict[str, str] = {}
         self.profile_events: dict[str, int] = {}
         self.account_events: dict[str, int] = {}
         self.counters: dict[str, int] = {}
+        self.requests: list[list[Any]] = []
+        self.receipts: list[tuple[str, Optional[int], str]] = []
 
     def load(self, user_ids: Iterable[str], account_ids: Iterable[str]) -> None:
         """Bring the rows of these users and accounts into the cache (absent: created)."""
@@ -265,6 +356,16 @@ class _Transaction:
         for aid in accounts:
             if aid not in cache.accounts:
                 cache.accounts[aid] = [{}, None]
+        unlinked = sorted(set(user_ids) - cache.links_loaded)
+        for chunk in _chunks(unlinked):
+            rows = self.conn.execute(
+                "SELECT user_id, account_id, grouped FROM memberships WHERE user_id IN "
+                f"({_placeholders(len(chunk))})",
+                list(chunk),
+            )
+            for uid, aid, grouped in rows:
+                cache.links[(uid, aid)] = bool(grouped)
+        cache.links_loaded.update(unlinked)
 
     def bump(self, counters: Mapping[str, int]) -> None:
         mine = self.counters
@@ -283,15 +384,31 @@ class _Transaction:
         self.profile_events = {}
         self.account_events = {}
         self.counters = {}
+        self.requests = []
+        self.receipts = []
 
     def write(self) -> None:
         conn, now = self.conn, self.now
+        if self.requests:
+            _insert_rows(
+                conn,
+                "INSERT INTO requests (id, received_at, method, path, headers, size, gzip, "
+                "retry_count, batch_size, stored, duplicates)",
+                self.requests,
+            )
+        if self.receipts:
+            _insert_rows(
+                conn, "INSERT INTO receipts (message_id, request_id, received_at)", self.receipts
+            )
         if self.events:
+            for row in self.events:
+                found = row[_WARNINGS]
+                row[_WARNINGS] = orjson.dumps(found).decode() if found else None
             _insert_rows(
                 conn,
                 "INSERT INTO events (message_id, generated_id, type, received_type, user_id, "
                 "anonymous_id, profile_id, group_id, event, name, timestamp, received_at, "
-                "body)",
+                "body, warnings, request_id)",
                 self.events,
             )
         if self.users:
@@ -323,8 +440,10 @@ class _Transaction:
         if self.memberships:
             _insert_rows(
                 conn,
-                "INSERT OR IGNORE INTO memberships (user_id, account_id, first_seen)",
-                [(uid, aid, now) for uid, aid in self.memberships],
+                "INSERT INTO memberships (user_id, account_id, first_seen, grouped)",
+                [(uid, aid, now, grouped) for (uid, aid), grouped in self.memberships.items()],
+                "ON CONFLICT(user_id, account_id) DO UPDATE SET "
+                "grouped = MAX(grouped, excluded.grouped)",
             )
         if self.aliases:
             _insert_rows(
@@ -349,6 +468,56 @@ class _Transaction:
 
 
 _MAX_GROUP = 64
+
+# The inspector's filters: name -> SQL condition with one or two ``?`` for the value.
+INSPECTOR_FILTERS = {
+    "type": "type = ?",
+    "user": "(user_id = ? OR anonymous_id = ?)",
+    "account": "group_id = ?",
+    "name": "(event = ? OR name = ?)",
+    "q": "CAST(body AS TEXT) LIKE ? ESCAPE '\\'",
+    "warnings": "warnings IS NOT NULL",
+}
+
+_SUMMARY_COLUMNS = (
+    "seq, message_id, type, user_id, anonymous_id, group_id, event, name, timestamp, "
+    "received_at, warnings"
+)
+
+
+def _filter_sql(filters: Mapping[str, str]) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for name, value in filters.items():
+        condition = INSPECTOR_FILTERS.get(name)
+        if condition is None or value == "":
+            continue
+        clauses.append(condition)
+        if name == "q":
+            escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params.append(f"%{escaped}%")
+        elif name != "warnings":
+            params.extend([value] * condition.count("?"))
+    return clauses, params
+
+
+def _summary(row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "seq": row[0],
+        "messageId": row[1],
+        "type": row[2],
+        "userId": row[3],
+        "anonymousId": row[4],
+        "account": row[5],
+        "name": row[6] if row[6] is not None else row[7],
+        "timestamp": row[8],
+        "receivedAt": row[9],
+        "warnings": orjson.loads(row[10]) if row[10] else [],
+    }
+
+
+# Where an event row (a list, see Store._ingest) keeps its warnings until written.
+_WARNINGS = 13
 
 
 class _Job:
@@ -390,6 +559,7 @@ class Store:
         self._jobs: queue.SimpleQueue[Optional[_Job]] = queue.SimpleQueue()
         self._conn: Optional[sqlite3.Connection] = None
         self._cache = _Cache()
+        self._next_request_id = 1  # set from the database when it opens
         self._close_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(
@@ -489,9 +659,25 @@ class Store:
         }
         migrate = "events" in existing and "profile_events" not in existing
         # One transaction: a crash half-way leaves the database as it was.
-        conn.executescript(
-            "BEGIN IMMEDIATE;" + _SCHEMA + (_MIGRATE_COUNTS if migrate else "") + "COMMIT;"
-        )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, declaration in _ADDED_COLUMNS:
+                if table in existing:
+                    columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                    if column not in columns:
+                        # Names and declarations come from the constant _ADDED_COLUMNS.
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            for statement in (_SCHEMA + (_MIGRATE_COUNTS if migrate else "")).split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        (last,) = conn.execute("SELECT MAX(id) FROM requests").fetchone()
+        self._next_request_id = (last or 0) + 1
         self._conn = conn
 
     def close(self) -> None:
@@ -516,10 +702,24 @@ class Store:
     # -- writes -----------------------------------------------------------------------
 
     def ingest(
-        self, events: Sequence[PreparedEvent], counters: Optional[Mapping[str, int]] = None
+        self,
+        events: Sequence[PreparedEvent],
+        counters: Optional[Mapping[str, int]] = None,
+        request: Optional[Mapping[str, Any]] = None,
     ) -> Future[IngestResult]:
-        """Store one request's events in one transaction, and bump ``counters`` with it."""
-        return self._submit(self._ingest, list(events), dict(counters or {}), write=True)
+        """Store one request's events in one transaction, and bump ``counters`` with it.
+
+        ``request``, when given, is what the inspector shows about the request:
+        ``method``, ``path``, ``headers`` (already redacted), ``size``, ``gzip`` and
+        ``retry_count``; it is stored with the events and receipts of duplicates.
+        """
+        return self._submit(
+            self._ingest,
+            list(events),
+            dict(counters or {}),
+            dict(request) if request is not None else None,
+            write=True,
+        )
 
     def count(self, counters: Mapping[str, int]) -> Future[None]:
         """Add to named counters (``requests``, ``rejected.<code>``, ``faults.<kind>``...)."""
@@ -530,7 +730,11 @@ class Store:
         return self._submit(self._reset, write=True)
 
     def _ingest(
-        self, tx: _Transaction, events: list[PreparedEvent], counters: dict[str, int]
+        self,
+        tx: _Transaction,
+        events: list[PreparedEvent],
+        counters: dict[str, int],
+        request: Optional[dict[str, Any]],
     ) -> IngestResult:
         # A copy: a failed group commit runs this again, and must not count twice.
         counters = dict(counters)
@@ -538,6 +742,26 @@ class Store:
         stored = self._stored_ids(
             tx.conn, [ev.message_id for ev in events if ev.message_id not in seen]
         )
+        now = tx.now
+        request_id: Optional[int] = None
+        request_row: Optional[list[Any]] = None
+        if request is not None:
+            request_id = self._next_request_id
+            self._next_request_id += 1
+            request_row = [
+                request_id,
+                now,
+                str(request.get("method", "POST")),
+                str(request.get("path", "")),
+                orjson.dumps(request.get("headers") or {}).decode(),
+                int(request.get("size") or 0),
+                int(bool(request.get("gzip"))),
+                request.get("retry_count"),
+                len(events),
+                0,
+                0,
+            ]
+            tx.requests.append(request_row)
         fresh: list[PreparedEvent] = []
         for ev in events:
             # At-least-once delivery: a retried event changes nothing the second time.
@@ -545,44 +769,50 @@ class Store:
             if message_id not in seen and message_id not in stored:
                 seen.add(message_id)
                 fresh.append(ev)
+            elif request_id is not None:
+                tx.receipts.append((message_id, request_id, now))
         tx.load(
             {ev.profile_id for ev in fresh if ev.profile_id is not None},
             {ev.group_id for ev in fresh if ev.group_id is not None},
         )
-        now = tx.now
         rows = tx.events
         cached_users, cached_accounts = tx.cache.users, tx.cache.accounts
-        known_links = tx.cache.memberships
+        known_links = tx.cache.links
         users, accounts, links = tx.users, tx.accounts, tx.memberships
         profile_events, account_events = tx.profile_events, tx.account_events
         for ev in fresh:
             user_id, group_id, kind = ev.user_id, ev.group_id, ev.type
             profile_id = user_id if user_id is not None else ev.anonymous_id
-            rows.append(
-                (
-                    ev.message_id,
-                    int(ev.generated_message_id),
-                    kind,
-                    ev.received_type,
-                    user_id,
-                    ev.anonymous_id,
-                    profile_id,
-                    group_id,
-                    ev.event,
-                    ev.name,
-                    ev.timestamp,
-                    now,
-                    ev.body,
-                )
-            )
+            row: list[Any] = [
+                ev.message_id,
+                int(ev.generated_message_id),
+                kind,
+                ev.received_type,
+                user_id,
+                ev.anonymous_id,
+                profile_id,
+                group_id,
+                ev.event,
+                ev.name,
+                ev.timestamp,
+                now,
+                ev.body,
+                ev.warnings,  # _WARNINGS: encoded when written
+                request_id,
+            ]
+            rows.append(row)
             if group_id is not None:
                 account_events[group_id] = account_events.get(group_id, 0) + 1
                 account = accounts.get(group_id)
                 if account is None:
                     account = accounts[group_id] = cached_accounts[group_id]
                 if kind == "group":
-                    if ev.traits and merge_traits(account[0], ev.traits):
-                        account[1] = None
+                    if ev.traits:
+                        found = _stored_key_collisions(account[0], ev.traits, "account trait")
+                        if found:
+                            row[_WARNINGS] = [*(row[_WARNINGS] or ()), *found]
+                        if merge_traits(account[0], ev.traits):
+                            account[1] = None
                     if user_id is None and ev.anonymous_id == group_id:
                         # journy.io's way to update an account without any user.
                         if profile_id is not None:
@@ -597,23 +827,44 @@ class Store:
             if user_id is not None:
                 user[0] = True
             if kind == "identify":
-                if ev.traits and merge_traits(user[1], ev.traits):
-                    user[2] = None
+                if ev.traits:
+                    found = _stored_key_collisions(user[1], ev.traits, "trait")
+                    if found:
+                        row[_WARNINGS] = [*(row[_WARNINGS] or ()), *found]
+                    if merge_traits(user[1], ev.traits):
+                        user[2] = None
             elif kind == "alias" and ev.previous_id is not None:
                 tx.aliases[ev.previous_id] = profile_id
             if group_id is not None:
                 # group, and track/page/screen "in the context of" an account.
                 link = (profile_id, group_id)
-                if link not in known_links:
-                    known_links.add(link)
-                    links[link] = None
+                grouped = known_links.get(link)
+                if kind == "group":
+                    if not grouped:
+                        known_links[link] = True
+                        links[link] = 1
+                else:
+                    if not grouped:
+                        row[_WARNINGS] = [
+                            *(row[_WARNINGS] or ()),
+                            {
+                                "rule": "account_not_grouped",
+                                "message": f"{kind} in the context of account {group_id!r}, "
+                                f"but no group call linked {profile_id!r} to it",
+                            },
+                        ]
+                    if grouped is None:
+                        known_links[link] = False
+                        links[link] = 0
         stored_count, duplicates = len(fresh), len(events) - len(fresh)
+        if request_row is not None:
+            request_row[9], request_row[10] = stored_count, duplicates
         counters["received"] = counters.get("received", 0) + len(events)
         counters["stored"] = counters.get("stored", 0) + stored_count
         counters["duplicates"] = counters.get("duplicates", 0) + duplicates
         counters["accepted_requests"] = counters.get("accepted_requests", 0) + 1
         tx.bump(counters)
-        return IngestResult(stored_count, duplicates)
+        return IngestResult(stored_count, duplicates, request_id)
 
     @staticmethod
     def _stored_ids(conn: sqlite3.Connection, message_ids: list[str]) -> set[str]:
@@ -661,6 +912,19 @@ class Store:
         """Encoded events in arrival order; with ``limit``, the most recent ``limit`` ones."""
         return self._submit(self._events, type, user_id, anonymous_id, group_id, limit)
 
+    def events_with_warnings(
+        self,
+        type: Optional[str] = None,
+        user_id: Optional[str] = None,
+        anonymous_id: Optional[str] = None,
+        group_id: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> Future[list[tuple[bytes, list[dict[str, str]]]]]:
+        """Like ``events_json``, only the events that break a rule, each with its warnings."""
+        return self._submit(
+            self._events_with_warnings, type, user_id, anonymous_id, group_id, limit
+        )
+
     def _events(
         self,
         type: Optional[str],
@@ -669,6 +933,29 @@ class Store:
         group_id: Optional[str],
         limit: Optional[int],
     ) -> list[bytes]:
+        rows = self._event_rows(type, user_id, anonymous_id, group_id, limit, False)
+        return [bytes(row[0]) for row in rows]
+
+    def _events_with_warnings(
+        self,
+        type: Optional[str],
+        user_id: Optional[str],
+        anonymous_id: Optional[str],
+        group_id: Optional[str],
+        limit: Optional[int],
+    ) -> list[tuple[bytes, list[dict[str, str]]]]:
+        rows = self._event_rows(type, user_id, anonymous_id, group_id, limit, True)
+        return [(bytes(row[0]), orjson.loads(row[1])) for row in rows]
+
+    def _event_rows(
+        self,
+        type: Optional[str],
+        user_id: Optional[str],
+        anonymous_id: Optional[str],
+        group_id: Optional[str],
+        limit: Optional[int],
+        warnings_only: bool,
+    ) -> list[Any]:
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (
@@ -680,7 +967,9 @@ class Store:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        sql = "SELECT body FROM events"
+        if warnings_only:
+            clauses.append("warnings IS NOT NULL")
+        sql = "SELECT body, warnings FROM events"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY seq DESC"
@@ -688,7 +977,167 @@ class Store:
             sql += " LIMIT ?"
             params.append(max(0, limit))
         rows = self._db().execute(sql, params).fetchall()
-        return [bytes(row[0]) for row in reversed(rows)]
+        rows.reverse()
+        return rows
+
+    # -- the inspector's reads --------------------------------------------------------
+
+    def inspector_events(
+        self,
+        filters: Mapping[str, str],
+        before: Optional[int] = None,
+        after: Optional[int] = None,
+        limit: int = 100,
+    ) -> Future[dict[str, Any]]:
+        """One page of event summaries, newest first, matching ``filters`` (see
+        ``INSPECTOR_FILTERS``), with ``seq`` below ``before`` or above ``after``.
+
+        Answers ``{"events": [...], "matched": n, "latest": seq}``: ``matched`` counts
+        every matching event (above ``after`` when given, so a live update counts only
+        what is new) and ``latest`` is the newest ``seq`` stored.
+        """
+        return self._submit(self._inspector_events, dict(filters), before, after, limit)
+
+    def _inspector_events(
+        self,
+        filters: dict[str, str],
+        before: Optional[int],
+        after: Optional[int],
+        limit: int,
+    ) -> dict[str, Any]:
+        conn = self._db()
+        clauses, params = _filter_sql(filters)
+        if after is not None:
+            clauses.append("seq > ?")
+            params.append(after)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        (matched,) = conn.execute(f"SELECT COUNT(*) FROM events{where}", params).fetchone()
+        page_clauses, page_params = list(clauses), list(params)
+        if before is not None:
+            page_clauses.append("seq < ?")
+            page_params.append(before)
+        page_where = (" WHERE " + " AND ".join(page_clauses)) if page_clauses else ""
+        rows = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM events{page_where} ORDER BY seq DESC LIMIT ?",
+            [*page_params, max(0, limit)],
+        ).fetchall()
+        (latest,) = conn.execute("SELECT MAX(seq) FROM events").fetchone()
+        return {
+            "events": [_summary(row) for row in rows],
+            "matched": matched,
+            "latest": latest or 0,
+        }
+
+    def event_detail(self, seq: int) -> Future[Optional[dict[str, Any]]]:
+        """``{"seq", "event", "warnings", "request", "duplicates": [...]}`` or None."""
+        return self._submit(self._event_detail, seq)
+
+    def _event_detail(self, seq: int) -> Optional[dict[str, Any]]:
+        conn = self._db()
+        row = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS}, body, request_id, received_type FROM events WHERE seq = ?",
+            (seq,),
+        ).fetchone()
+        if row is None:
+            return None
+        summary = _summary(row)
+        body, request_id, received_type = row[-3:]
+        duplicates = [
+            {"receivedAt": at, "request": self._request(conn, rid)}
+            for at, rid in conn.execute(
+                "SELECT received_at, request_id FROM receipts WHERE message_id = ? ORDER BY rowid",
+                (summary["messageId"],),
+            )
+        ]
+        return {
+            **summary,
+            "receivedType": received_type,
+            "event": orjson.loads(body),
+            "request": self._request(conn, request_id),
+            "duplicates": duplicates,
+        }
+
+    @staticmethod
+    def _request(conn: sqlite3.Connection, request_id: Optional[int]) -> Optional[dict[str, Any]]:
+        if request_id is None:
+            return None
+        row = conn.execute(
+            "SELECT id, received_at, method, path, headers, size, gzip, retry_count, "
+            "batch_size, stored, duplicates FROM requests WHERE id = ?",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "id": row[0],
+            "receivedAt": row[1],
+            "method": row[2],
+            "path": row[3],
+            "headers": orjson.loads(row[4]),
+            "size": row[5],
+            "gzip": bool(row[6]),
+            "retryCount": row[7],
+            "batchSize": row[8],
+            "stored": row[9],
+            "duplicates": row[10],
+        }
+
+    def profile(
+        self, kind: str, id: str, events_limit: int = 50
+    ) -> Future[Optional[dict[str, Any]]]:
+        """A user (``kind="user"``) or account with its trait history and recent events:
+        the ``user``/``account`` answer plus ``"history"`` (every change, oldest first:
+        ``trait``, ``value``, ``deleted``, ``messageId``, ``type``, ``timestamp``,
+        ``receivedAt``) and ``"recent"`` (event summaries, newest first)."""
+        if kind not in ("user", "account"):
+            raise ValueError(f"kind must be 'user' or 'account', got {kind!r}")
+        return self._submit(self._profile, kind, id, events_limit)
+
+    @staticmethod
+    def _trait_history(conn: sqlite3.Connection, kind: str, id: str) -> list[dict[str, Any]]:
+        """Every trait change of a profile, found by replaying its identify (user) or group
+        (account) calls in arrival order, as ingest merged them. Nothing is kept for this
+        at ingest: a history table cost more per stored event than the events table itself,
+        while replaying one profile's calls when its page is opened takes milliseconds."""
+        sql = "SELECT body, message_id, received_at FROM events WHERE "
+        if kind == "user":
+            sql += "profile_id = ? AND type = 'identify'"
+        else:
+            sql += "group_id = ? AND type = 'group'"
+        history: list[dict[str, Any]] = []
+        traits: dict[str, Any] = {}
+        for body, message_id, received_at in conn.execute(sql + " ORDER BY seq", (id,)):
+            event = orjson.loads(body)
+            update = event.get("traits")
+            if not isinstance(update, dict):
+                continue
+            for trait, value in merge_traits_changes(traits, update):
+                history.append(
+                    {
+                        "trait": trait,
+                        "value": value,
+                        "deleted": value is None,
+                        "messageId": message_id,
+                        "type": event.get("type"),
+                        "timestamp": event.get("timestamp"),
+                        "receivedAt": received_at,
+                    }
+                )
+        return history
+
+    def _profile(self, kind: str, id: str, events_limit: int) -> Optional[dict[str, Any]]:
+        base = self._user(id) if kind == "user" else self._account(id)
+        if base is None:
+            return None
+        conn = self._db()
+        history = self._trait_history(conn, kind, id)
+        column = "profile_id" if kind == "user" else "group_id"
+        # ``column`` is one of two constants.
+        recent = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM events WHERE {column} = ? ORDER BY seq DESC LIMIT ?",
+            (id, max(0, events_limit)),
+        ).fetchall()
+        return {**base, "history": history, "recent": [_summary(r) for r in recent]}
 
     def user(self, user_id: str) -> Future[Optional[dict[str, Any]]]:
         """``{"id", "traits", "accounts", "events", "identified", "aliases"}`` or None."""
