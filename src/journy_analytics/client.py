@@ -26,6 +26,7 @@ from journy_analytics import _messages as m
 from journy_analytics._encoding import encode_event
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._events import Emitter, Handler
+from journy_analytics._plugins import PluginChain
 from journy_analytics._retry import RetryPolicy
 from journy_analytics._transport import HttpClient, Response, Urllib3HttpClient
 from journy_analytics._worker import Callback, Worker, WorkerConfig
@@ -138,6 +139,10 @@ class Analytics:
             spool_commit_interval=float(spool_commit_interval),
         )
         self._worker = Worker(self._config, self._emitter)
+        # Plugins (docs/plugins.md): the event path looks at _plugins, which is None while
+        # no plugin is registered, so a client without plugins pays one attribute test.
+        self._plugin_chain = PluginChain(self._emitter)
+        self._plugins: Optional[PluginChain] = None
         _warn_plain_http(url)
         _open_clients.add(self)
 
@@ -343,17 +348,48 @@ class Analytics:
             callback,
         )
 
-    def _enqueue(self, message: Dict[str, Any], callback: Optional[Callback]) -> None:
+    def _enqueue(self, message: Dict[str, Any], callback: Optional[Callback]) -> bool:
+        """Encode and queue one event. False if it was not queued (queue full, closed);
+        True if it was, or if a plugin dropped it on purpose."""
         if callback is not None and not callable(callback):
             raise ValidationError(
                 f"callback must be callable as callback(error, message), "
                 f"not {type(callback).__name__}"
             )
+        plugins = self._plugins
+        if plugins is not None:
+            final = plugins.run(message)
+            if final is None:
+                return True
+            message = final
         data = encode_event(message)
         if self._closed:
             self._after_close(data, callback)
-            return
-        self._worker.put(data, callback)
+            return False
+        if plugins is not None:
+            plugins.deliver(data)
+        return self._worker.put(data, callback)
+
+    # -- plugins ---------------------------------------------------------------------------
+
+    def register(self, *plugins: Any) -> None:
+        """Add plugins (``before``, ``enrichment`` or ``destination``; see docs/plugins.md).
+
+        Each needs a unique ``name``. ``before`` plugins run first, then ``enrichment``
+        ones, each kind in registration order, in the caller's thread; ``destination``
+        plugins get the final event on a thread of their own.
+        """
+        if not plugins:
+            raise ValueError("register() needs at least one plugin")
+        self._plugin_chain.register(plugins, self)
+        self._plugins = self._plugin_chain
+
+    def deregister(self, name: str) -> Any:
+        """Remove the plugin called ``name`` (KeyError if there is none); returns it."""
+        plugin = self._plugin_chain.deregister(name)
+        if self._plugin_chain.empty:
+            self._plugins = None
+        return plugin
 
     def _after_close(self, data: bytes, callback: Optional[Callback]) -> None:
         message = orjson.loads(data)
@@ -383,7 +419,13 @@ class Analytics:
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Send everything queued so far; True once all of it is settled (delivered or
         finally dropped and reported), False if ``timeout`` seconds passed first."""
-        return self._worker.flush(_timeout(timeout))
+        timeout = _timeout(timeout)
+        if self._plugins is None:
+            return self._worker.flush(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        settled = self._worker.flush(timeout)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._plugin_chain.flush(remaining) and settled
 
     def close_and_flush(self, timeout: Optional[float] = None) -> bool:
         """Stop accepting events, deliver what is queued, stop the worker.
@@ -397,7 +439,10 @@ class Analytics:
                 return self._worker.flush(timeout)
             self._closed = True
         _open_clients.discard(self)
-        return self._worker.close(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        settled = self._worker.close(timeout)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._plugin_chain.close(remaining) and settled
 
     def __enter__(self) -> Analytics:
         return self
@@ -431,6 +476,10 @@ class Analytics:
         figures["closed"] = self._closed
         figures["calls_after_close"] = self._calls_after_close
         figures["disabled"] = self.disable
+        # Events a plugin dropped on purpose (returned None): not an error, so counted here
+        # beside the delivery reasons; per-plugin detail under "plugins".
+        figures["dropped"]["plugin"] = self._plugin_chain.dropped_total()
+        figures["plugins"] = self._plugin_chain.stats()
         return figures
 
 
