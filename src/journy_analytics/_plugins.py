@@ -310,9 +310,9 @@ class _DestinationDispatcher:
     ``stats()["plugins"]["destination_dropped"]``); journy.io still gets it.
     """
 
-    def __init__(self, chain: PluginChain, maxsize: int = DESTINATION_QUEUE_SIZE) -> None:
+    def __init__(self, chain: PluginChain) -> None:
         self._chain = chain
-        self._maxsize = maxsize
+        self._maxsize = DESTINATION_QUEUE_SIZE
         self.overflow = 0
         self._overflow_logged = 0.0
         self.reset()
