@@ -36,7 +36,9 @@ def test_super_properties_are_added_and_explicit_values_win(
             context={"app": {"name": "shop", "build": 7}, "locale": "en"},
         )
     )
-    a.track(user_id="u1", event="Ordered", properties={"plan": "pro"}, context={"app": {"build": 8}})
+    a.track(
+        user_id="u1", event="Ordered", properties={"plan": "pro"}, context={"app": {"build": 8}}
+    )
     a.identify(user_id="u1", traits={"name": "Ann"})
     assert a.flush(timeout=10)
     (track,) = collector.events(type="track")
@@ -120,7 +122,9 @@ def test_redact_masks_keys_and_patterns_at_any_depth_without_touching_the_caller
     make_client: Callable[..., Analytics], collector: CollectorThread
 ) -> None:
     a = make_client()
-    a.register(Redact(keys=["password", "SSN"], patterns=[EMAIL, IPV4.pattern, re.compile("tok_\\w+")]))
+    a.register(
+        Redact(keys=["password", "SSN"], patterns=[EMAIL, IPV4.pattern, re.compile("tok_\\w+")])
+    )
     properties = {
         "note": "write to ann@example.com from 10.1.2.3",
         "nested": {"ssn": "123-45-6789", "list": ["bob@example.org", 5, {"Password": "x"}]},
@@ -153,7 +157,7 @@ def test_redact_with_no_replacement_removes_keys() -> None:
 
 
 def test_redact_refuses_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="keys=.*patterns="):
+    with pytest.raises(ValueError, match=r"keys=.*patterns="):
         Redact()
     with pytest.raises(ValueError, match="not a valid regex"):
         Redact(patterns=["("])

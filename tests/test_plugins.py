@@ -9,8 +9,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
-from journy_analytics import Analytics, DeliveryError
-from journy_analytics import _plugins
+from journy_analytics import Analytics, DeliveryError, _plugins
 from journy_analytics.collector import CollectorThread
 from journy_analytics.plugins import Plugin
 
@@ -97,7 +96,9 @@ def test_returning_none_drops_the_event_counted_as_plugin_not_reported_as_error(
     errors: List[Any] = []
     a.on("error", errors.append)
     later = Recorder("later", "enrichment")
-    a.register(Recorder("drop-bots", "before", change=lambda e: None if e["userId"] == "bot" else e))
+    a.register(
+        Recorder("drop-bots", "before", change=lambda e: None if e["userId"] == "bot" else e)
+    )
     a.register(later)
     called: List[Any] = []
     a.track(user_id="bot", event="Crawl", callback=lambda err, msg: called.append(err))

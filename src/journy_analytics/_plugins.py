@@ -231,7 +231,9 @@ class PluginChain:
         log, suppressed = self._limiter.should_log(entry.name)
         reason = f"plugin {entry.name!r} ({entry.kind}) raised {type(exc).__name__}: {exc}; {fate}"
         if log:
-            more = f" ({suppressed} more such failure(s) since the last report)" if suppressed else ""
+            more = (
+                f" ({suppressed} more such failure(s) since the last report)" if suppressed else ""
+            )
             logger.error("journy_analytics: %s%s", reason, more, exc_info=exc)
         snapshot = event if isinstance(event, dict) else {}
         self._emitter.emit("error", DeliveryError("plugin", reason, [snapshot]))

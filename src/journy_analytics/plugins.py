@@ -165,7 +165,9 @@ class Redact(Plugin):
             elif isinstance(p, re.Pattern):
                 compiled.append(p)
             else:
-                raise TypeError(f"Redact patterns must be str or re.Pattern, not {type(p).__name__}")
+                raise TypeError(
+                    f"Redact patterns must be str or re.Pattern, not {type(p).__name__}"
+                )
         if not self.keys and not compiled:
             raise ValueError("Redact needs keys=[...] or patterns=[...] (or both)")
         self.patterns: Tuple[Pattern[str], ...] = tuple(compiled)
@@ -227,8 +229,7 @@ class OpenTelemetryContext(Plugin):
             from opentelemetry import trace
         except ImportError:
             raise ImportError(
-                "OpenTelemetryContext needs opentelemetry-api: "
-                "pip install 'journy-analytics[otel]'"
+                "OpenTelemetryContext needs opentelemetry-api: pip install 'journy-analytics[otel]'"
             ) from None
         self.name = name
         self._current_span = trace.get_current_span

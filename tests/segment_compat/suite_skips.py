@@ -43,7 +43,8 @@ SKIPPED_TESTS: Dict[str, str] = {
         "patches Segment's private requests session (segment.analytics.request._session) so "
         "that nothing is sent; against the shim the event would really go to the proxy it "
         "names, 203.243.63.16, off this machine. The shim's proxies setting is tested through "
-        "a real loopback proxy (tests/segment_compat/test_shim.py::test_proxies_route_through_proxy)"
+        "a real loopback proxy "
+        "(tests/segment_compat/test_shim.py::test_proxies_route_through_proxy)"
     ),
     "test_client.py::TestClient::test_user_defined_upload_size": (
         "counts calls to Segment's private segment.analytics.consumer.post; upload_size is "

@@ -68,9 +68,19 @@ def _run_suite(tmp_path: Path, collector_url: str) -> Tuple[Dict[str, str], str]
     }
     proc = subprocess.run(
         [
-            sys.executable, "-m", "pytest", str(suite), "-q", "-p", "no:cacheprovider",
-            "-o", "addopts=", "--timeout=120", f"--junitxml={report}", f"--rootdir={suite}",
-        ],  # fmt: skip
+            sys.executable,
+            "-m",
+            "pytest",
+            str(suite),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--timeout=120",
+            f"--junitxml={report}",
+            f"--rootdir={suite}",
+        ],
         cwd=suite,
         env=env,
         capture_output=True,
@@ -102,7 +112,9 @@ def test_segment_suite_passes_against_the_shim(tmp_path: Path) -> None:
     failed = sorted(n for n, o in outcomes.items() if o == "failed")
     assert not failed, f"Segment's tests failing against the shim: {failed}\n{output}"
     skipped = {n for n, o in outcomes.items() if o == "skipped"}
-    assert skipped == set(SKIPPED_TESTS), f"skipped {sorted(skipped)}; expected {sorted(SKIPPED_TESTS)}"
+    assert skipped == set(SKIPPED_TESTS), (
+        f"skipped {sorted(skipped)}; expected {sorted(SKIPPED_TESTS)}"
+    )
     passed = [n for n, o in outcomes.items() if o == "passed"]
     for name in RUN_FILES:
         assert any(n.startswith(name) for n in passed), f"no test of {name} ran"

@@ -62,7 +62,9 @@ T = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 T_WIRE = "2020-01-02T03:04:05.000Z"
 
 
-def test_all_six_calls_take_segments_positional_order(module: Any, collector: CollectorThread) -> None:
+def test_all_six_calls_take_segments_positional_order(
+    module: Any, collector: CollectorThread
+) -> None:
     ctx, integ = {"locale": "fr"}, {"Amplitude": False}
     module.identify("u1", {"plan": "pro"}, ctx, T, "anon-1", integ, "m-identify")
     module.track("u1", "Bought", {"n": 1}, ctx, T, "anon-1", integ, "m-track")
@@ -128,7 +130,9 @@ def test_malformed_calls_raise_assertion_error_like_segment(clients: Callable[..
         client.track("u1", "E", timestamp="not a date")
 
 
-def test_send_false_sends_nothing(clients: Callable[..., Client], collector: CollectorThread) -> None:
+def test_send_false_sends_nothing(
+    clients: Callable[..., Client], collector: CollectorThread
+) -> None:
     client = clients(send=False)
     for i in range(20):
         assert client.track(f"u{i}", "Ordered")[0] is True
@@ -199,7 +203,10 @@ def test_upload_interval_gzip_timeout_retries_queue_size_thread_are_passed_on(
 
 def test_host_keeps_segments_shape_and_reaches_journys_batch_path() -> None:
     assert _endpoint(None) == ("https://analyze.journy.io", "/backend/v1/batch")
-    assert _endpoint("https://analyze.journy.io/") == ("https://analyze.journy.io", "/backend/v1/batch")
+    assert _endpoint("https://analyze.journy.io/") == (
+        "https://analyze.journy.io",
+        "/backend/v1/batch",
+    )
     assert _endpoint("https://analyze.journy.io/backend") == (
         "https://analyze.journy.io",
         "/backend/v1/batch",
@@ -414,11 +421,13 @@ def _swap_import(snippet: str) -> str:
 @pytest.mark.parametrize(
     ("snippet", "expected"),
     [
-        (SEGMENT_SNIPPET, {("identify", None), ("track", "Signed Up"), ("group", None),
-                           ("screen", None)}),
+        (
+            SEGMENT_SNIPPET,
+            {("identify", None), ("track", "Signed Up"), ("group", None), ("screen", None)},
+        ),
         (SEGMENT_CLIENT_SNIPPET, {("track", "Car Sold")}),
         (RUDDER_SNIPPET, {("identify", None), ("track", "Order Completed"), ("screen", None)}),
-    ],  # fmt: skip
+    ],
     ids=["segment-module", "segment-client", "rudder"],
 )
 def test_migration_snippet_works_with_only_the_import_changed(
@@ -432,9 +441,12 @@ def test_migration_snippet_works_with_only_the_import_changed(
         "JOURNY_HOST": collector.url,  # segment's snippets leave host unset: journy.io's
     }
     proc = subprocess.run(
-        [sys.executable, "-c", _swap_import(snippet)], env=env, capture_output=True, text=True,
+        [sys.executable, "-c", _swap_import(snippet)],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert "failed:" not in proc.stdout
     got = {(e["type"], e.get("event")) for e in collector.events()}

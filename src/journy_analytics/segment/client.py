@@ -9,6 +9,7 @@ Delivery is journy-analytics' own: its queue, batching, retries and error report
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 import numbers
 import os
@@ -75,9 +76,12 @@ def _timestamp(value: Any) -> Any:
     if value is None:
         return None
     require("timestamp", value, (_dt.datetime, _dt.date, str))
-    if isinstance(value, _dt.datetime) and value.tzinfo is None:
-        if (_dt.datetime.now() - value).total_seconds() < 5:
-            return value.astimezone()
+    if (
+        isinstance(value, _dt.datetime)
+        and value.tzinfo is None
+        and (_dt.datetime.now() - value).total_seconds() < 5
+    ):
+        return value.astimezone()
     return value
 
 
@@ -174,7 +178,7 @@ class Client:
         debug: bool = DefaultConfig.debug,
         max_queue_size: int = DefaultConfig.max_queue_size,
         send: bool = DefaultConfig.send,
-        on_error: Optional[Callable[[Exception, List[Any]], Any]] = DefaultConfig.on_error,
+        on_error: Any = DefaultConfig.on_error,
         gzip: bool = DefaultConfig.gzip,
         max_retries: int = DefaultConfig.max_retries,
         sync_mode: bool = DefaultConfig.sync_mode,
@@ -193,7 +197,9 @@ class Client:
         max_rate_limit_duration: float = DefaultConfig.max_rate_limit_duration,
     ) -> None:
         require("write_key", write_key, str)
-        _refuse_oauth(oauth_client_id, oauth_client_key, oauth_key_id, oauth_auth_server, oauth_scope)
+        _refuse_oauth(
+            oauth_client_id, oauth_client_key, oauth_key_id, oauth_auth_server, oauth_scope
+        )
         if max_total_backoff_duration is None or max_total_backoff_duration < 0:
             raise ValueError("max_total_backoff_duration must be a non-negative number")
         if max_rate_limit_duration is None or max_rate_limit_duration < 0:
@@ -206,7 +212,8 @@ class Client:
             )
         if on_error is not None and on_error is not False and not callable(on_error):
             raise ValueError(
-                f"on_error must be callable as on_error(error, items), not {type(on_error).__name__}"
+                "on_error must be callable as on_error(error, items), "
+                f"not {type(on_error).__name__}"
             )
         if isinstance(thread, bool) or not isinstance(thread, int) or thread < 1:
             raise ValueError(f"thread must be an int of at least 1, not {thread!r}")
@@ -388,8 +395,18 @@ class Client:
         integrations: Any = None,
         message_id: Any = None,
     ) -> Tuple[bool, Dict[str, Any]]:
-        return self._page("page", user_id, category, name, properties, context, timestamp,
-                          anonymous_id, integrations, message_id)  # fmt: skip
+        return self._page(
+            "page",
+            user_id,
+            category,
+            name,
+            properties,
+            context,
+            timestamp,
+            anonymous_id,
+            integrations,
+            message_id,
+        )
 
     def screen(
         self,
@@ -403,8 +420,18 @@ class Client:
         integrations: Any = None,
         message_id: Any = None,
     ) -> Tuple[bool, Dict[str, Any]]:
-        return self._page("screen", user_id, category, name, properties, context, timestamp,
-                          anonymous_id, integrations, message_id)  # fmt: skip
+        return self._page(
+            "screen",
+            user_id,
+            category,
+            name,
+            properties,
+            context,
+            timestamp,
+            anonymous_id,
+            integrations,
+            message_id,
+        )
 
     def _page(
         self,
@@ -428,8 +455,7 @@ class Client:
             require("category", category, str)
         _require_common(context, integrations)
 
-        def build(*args: Any) -> Dict[str, Any]:
-            return m.build_page(*args, kind=kind)
+        build = functools.partial(m.build_page, kind=kind)
 
         return self._enqueue(
             build,
@@ -506,7 +532,13 @@ def _require_common(context: Any, integrations: Any) -> None:
 
 
 def _refuse_oauth(client_id: Any, key: Any, key_id: Any, server: Any, scope: Any) -> None:
-    if client_id or key or key_id or server != _SEGMENT_OAUTH_SERVER or scope != _SEGMENT_OAUTH_SCOPE:
+    if (
+        client_id
+        or key
+        or key_id
+        or server != _SEGMENT_OAUTH_SERVER
+        or scope != _SEGMENT_OAUTH_SCOPE
+    ):
         raise ValueError(
             "OAuth (oauth_client_id, oauth_client_key, oauth_key_id, oauth_auth_server, "
             "oauth_scope) is Segment's own authentication; journy.io authenticates with the "
