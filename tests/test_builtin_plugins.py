@@ -100,7 +100,7 @@ def test_sample_keeps_a_user_in_or_out_for_every_event(
     anon_kept = sample.keeps("anon-1")
     assert len(collector.events(anonymous_id="anon-1")) == (1 if anon_kept else 0)
     expected_dropped = 3 * (len(users) - len(kept)) + (0 if anon_kept else 1)
-    assert a.stats()["dropped"]["plugin"] == expected_dropped
+    assert a.stats()["dropped_by_plugin"] == expected_dropped
 
 
 def test_sample_rate_bounds_and_validation() -> None:

@@ -107,7 +107,7 @@ def test_returning_none_drops_the_event_counted_as_plugin_not_reported_as_error(
     assert a.flush(timeout=10)
     assert [e["userId"] for e in collector.events(type="track")] == ["human"]
     stats = a.stats()
-    assert stats["dropped"]["plugin"] == 2
+    assert stats["dropped_by_plugin"] == 2
     assert stats["plugins"]["dropped_by"] == {"drop-bots": 2}
     assert stats["delivered"] == 1
     assert errors == [] and called == []
@@ -136,7 +136,7 @@ def test_a_raising_enrichment_plugin_is_reported_and_the_event_goes_on(
     assert len(errors) == 20 and errors[0].code == "plugin"
     assert "broken" in errors[0].reason and "enrichment bug" in errors[0].reason
     assert a.stats()["plugins"]["errors"] == {"broken": 20}
-    assert a.stats()["dropped"]["plugin"] == 0
+    assert a.stats()["dropped_by_plugin"] == 0
     # Logged once (with the traceback), then rate-limited: not 20 log records.
     logged = [r for r in caplog.records if "broken" in r.getMessage()]
     assert len(logged) == 1 and logged[0].exc_info is not None
@@ -219,7 +219,7 @@ def test_without_plugins_the_event_path_has_no_chain(make_client: Callable[..., 
     assert a._plugins is not None
     assert a.deregister("r").name == "r"
     assert a._plugins is None
-    assert a.stats()["dropped"]["plugin"] == 0
+    assert a.stats()["dropped_by_plugin"] == 0
 
 
 # -- destinations -----------------------------------------------------------------------------

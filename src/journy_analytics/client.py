@@ -471,14 +471,15 @@ class Analytics:
 
     def stats(self) -> Dict[str, Any]:
         """Counters: queued, in_flight, delivered, retried, dropped (by reason),
-        batches_sent, requests, bytes_sent, worker_alive."""
+        batches_sent, requests, bytes_sent, worker_alive; dropped_by_plugin and plugins
+        (registered names, drops and errors per plugin, the destination queue)."""
         figures = self._worker.stats()
         figures["closed"] = self._closed
         figures["calls_after_close"] = self._calls_after_close
         figures["disabled"] = self.disable
-        # Events a plugin dropped on purpose (returned None): not an error, so counted here
-        # beside the delivery reasons; per-plugin detail under "plugins".
-        figures["dropped"]["plugin"] = self._plugin_chain.dropped_total()
+        # Events a plugin dropped on purpose (returned None): not a delivery failure, so kept
+        # apart from "dropped" (whose reasons the worker owns); per-plugin detail in "plugins".
+        figures["dropped_by_plugin"] = self._plugin_chain.dropped_total()
         figures["plugins"] = self._plugin_chain.stats()
         return figures
 
