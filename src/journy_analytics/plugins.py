@@ -54,17 +54,23 @@ class Plugin:
 
 
 def _merge(defaults: Mapping[str, Any], explicit: Any) -> Dict[str, Any]:
-    """``defaults`` under ``explicit``; nested dicts merge the same way, explicit winning."""
-    if not isinstance(explicit, Mapping):
+    """``defaults`` under ``explicit``; nested dicts merge the same way, explicit winning.
+
+    Walks the defaults (the plugin's few keys), not the caller's dict: this runs per call."""
+    if type(explicit) is not dict and not isinstance(explicit, Mapping):
         return dict(defaults)
-    merged = dict(defaults)
-    for key, value in explicit.items():
-        base = merged.get(key)
-        if isinstance(base, Mapping) and isinstance(value, Mapping):
-            merged[key] = _merge(base, value)
-        else:
-            merged[key] = value
+    merged = {**defaults, **explicit}
+    for key, base in defaults.items():
+        if type(base) is dict and key in explicit:
+            value = explicit[key]
+            if type(value) is dict or isinstance(value, Mapping):
+                merged[key] = _merge(base, value)
     return merged
+
+
+def _plain(value: Mapping[str, Any]) -> Dict[str, Any]:
+    """A copy with every nested mapping as a plain dict (what ``_merge`` looks for)."""
+    return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in value.items()}
 
 
 class SuperProperties(Plugin):
@@ -84,8 +90,8 @@ class SuperProperties(Plugin):
         if context is not None and not isinstance(context, Mapping):
             raise TypeError("SuperProperties(context=...) must be a dict")
         self.name = name
-        self.properties = dict(properties or {})
-        self.context = dict(context or {})
+        self.properties = _plain(properties or {})
+        self.context = _plain(context or {})
 
     def process(self, event: Event) -> Event:
         if self.properties and event.get("type") in ("track", "page", "screen"):
@@ -129,6 +135,7 @@ class Sample(Plugin):
 
 
 PatternLike = Union[str, Pattern[str]]
+_SCALARS = frozenset({int, float, bool, type(None)})
 _REDACTED_PARTS = ("traits", "properties", "context")
 
 
@@ -177,44 +184,64 @@ class Redact(Plugin):
         for part in _REDACTED_PARTS:
             value = event.get(part)
             if value:
-                cleaned, changed = self._clean(value)
-                if changed:
+                cleaned = self._clean(value)
+                if cleaned is not value:
                     event[part] = cleaned
         return event
 
-    def _clean(self, value: Any) -> Tuple[Any, bool]:
-        if isinstance(value, str):
-            return self._text(value)
-        if isinstance(value, Mapping):
-            out: Dict[Any, Any] = {}
-            changed = False
-            for key, item in value.items():
-                if isinstance(key, str) and key.lower() in self.keys:
-                    changed = True
-                    if self.replacement is not None:
-                        out[key] = self.replacement
-                    continue
-                new, item_changed = self._clean(item)
-                changed = changed or item_changed
-                out[key] = new
-            return (out, True) if changed else (value, False)
-        if isinstance(value, (list, tuple)):
-            items: List[Any] = []
-            changed = False
-            for item in value:
-                new, item_changed = self._clean(item)
-                changed = changed or item_changed
-                items.append(new)
-            return (items, True) if changed else (value, False)
-        return value, False
+    # The walk runs on every event in the caller's thread: it returns the very same object
+    # when nothing was redacted, and copies a container only when something in it changed.
 
-    def _text(self, text: str) -> Tuple[str, bool]:
+    def _clean(self, value: Any) -> Any:
+        kind = type(value)
+        if kind in _SCALARS:
+            return value
+        if kind is str:
+            return self._text(value) if self.patterns else value
+        if kind is dict or isinstance(value, Mapping):
+            return self._clean_mapping(value)
+        if kind is list or kind is tuple:
+            return self._clean_list(value)
+        return value
+
+    def _clean_mapping(self, value: Mapping[Any, Any]) -> Any:
+        keys = self.keys
+        out: Optional[Dict[Any, Any]] = None
+        for key, item in value.items():
+            if keys and type(key) is str and key.lower() in keys:
+                if out is None:
+                    out = dict(value)
+                if self.replacement is None:
+                    del out[key]
+                else:
+                    out[key] = self.replacement
+                continue
+            if type(item) in _SCALARS:
+                continue
+            new = self._clean(item)
+            if new is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+        return value if out is None else out
+
+    def _clean_list(self, value: Any) -> Any:
+        out: Optional[List[Any]] = None
+        for index, item in enumerate(value):
+            new = self._clean(item)
+            if new is not item:
+                if out is None:
+                    out = list(value)
+                out[index] = new
+        return value if out is None else out
+
+    def _text(self, text: str) -> str:
         replacement = "" if self.replacement is None else self.replacement
-        changed = False
         for pattern in self.patterns:
-            text, count = pattern.subn(replacement, text)
-            changed = changed or count > 0
-        return text, changed
+            new, count = pattern.subn(replacement, text)
+            if count:
+                text = new
+        return text
 
 
 class OpenTelemetryContext(Plugin):
