@@ -110,6 +110,11 @@ class PluginChain:
         self._errors: Dict[str, int] = {}
         self._dispatcher = _DestinationDispatcher(self)
 
+    def _after_fork(self) -> None:
+        # Another thread may have held these at the fork; in the child it never releases them.
+        self._lock = threading.Lock()
+        self._limiter = _ReportLimiter()
+
     # -- registry --------------------------------------------------------------------------
 
     def register(self, plugins: Tuple[Any, ...], owner: Any) -> None:
@@ -299,6 +304,7 @@ _live: weakref.WeakSet[_DestinationDispatcher] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for dispatcher in list(_live):
         dispatcher.reset()
+        dispatcher._chain._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
