@@ -292,6 +292,10 @@ def test_other_unsupported_settings_are_refused() -> None:
         Client("k", proxies={"https": "socks5://p:1"})
     with pytest.raises(ValueError, match="upload_size"):
         Client("k", upload_size=0)
+    with pytest.raises(ValueError, match="upload_interval"):
+        Client("k", upload_interval=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        Client("k", timeout=0)
 
 
 def test_max_total_backoff_duration_is_the_retry_deadline() -> None:

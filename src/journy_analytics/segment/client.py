@@ -40,6 +40,13 @@ _SEGMENT_OAUTH_SCOPE = "tracking_api:write"
 
 ID_TYPES = (numbers.Number, str)
 
+_SETTING_NAMES = (
+    ("max_events_in_batch", "upload_size"),
+    ("flush_interval", "upload_interval"),
+    ("http_request_timeout", "timeout"),
+    ("max_concurrent_requests", "thread"),
+)
+
 # The keys segment's returned message always has (None where unset), per type.
 _COMMON = ("integrations", "anonymousId", "timestamp", "context", "type", "userId", "messageId")
 _SHAPE: Dict[str, Tuple[str, ...]] = {
@@ -261,7 +268,11 @@ class Client:
                 retry_policy=policy,
             )
         except ValueError as exc:
-            raise ValueError(str(exc).replace("max_events_in_batch", "upload_size")) from None
+            # Name the setting as the caller spelled it.
+            message = str(exc)
+            for ours, theirs in _SETTING_NAMES:
+                message = message.replace(ours, theirs)
+            raise ValueError(message) from None
         if on_error:
             handler = on_error
 
