@@ -16,6 +16,7 @@ from journy_analytics.collector import CollectorThread
 from journy_analytics.plugins import (
     EMAIL,
     IPV4,
+    IPV6,
     LogDestination,
     OpenTelemetryContext,
     Redact,
@@ -148,6 +149,22 @@ def test_redact_masks_keys_and_patterns_at_any_depth_without_touching_the_caller
     assert properties == snapshot  # the caller's dicts are untouched
     wire = json.dumps(collector.events())
     assert "example.com" not in wire and "hunter2" not in wire and "10.1.2.3" not in wire
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("mail ann.lee+x@mail.example.co.uk now", "mail # now"),
+        ("from 192.168.0.9:8080", "from #:8080"),
+        ("v6 2001:0db8:85a3:0000:0000:8a2e:0370:7334 and fe80::1", "v6 # and #"),
+        ("loopback ::1, route 2001:db8::ff00:42:8329", "loopback #, route #"),
+        ("at 10:30:00 on 2024-01-02, version 1.2.3.4.5, std::vector", None),
+    ],
+)
+def test_ready_made_patterns_mask_pii_and_leave_lookalikes(text: str, masked: Any) -> None:
+    plugin = Redact(patterns=[EMAIL, IPV4, IPV6], replacement="#")
+    event = {"type": "track", "properties": {"text": text}}
+    assert plugin.process(event)["properties"]["text"] == (text if masked is None else masked)
 
 
 def test_redact_with_no_replacement_removes_keys() -> None:
