@@ -354,3 +354,25 @@ def test_destinations_work_in_a_forked_child(collector: CollectorThread, tmp_pat
     assert f"{pid} InChild" in lines
     assert f"{os.getpid()} InParent" in lines
     a.close_and_flush(timeout=5)
+
+
+def test_module_level_client_takes_plugins(
+    collector: CollectorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import journy_analytics
+    from journy_analytics._default import set_default_client
+
+    monkeypatch.setenv("JOURNY_WRITE_KEY", "env-key")
+    monkeypatch.setenv("JOURNY_HOST", collector.url)
+    previous = set_default_client(None)
+    try:
+        journy_analytics.register(
+            Recorder("tag", "enrichment", change=lambda e: {**e, "event": "T"})
+        )
+        journy_analytics.track(user_id="u", event="Module Level")
+        assert journy_analytics.flush(10)
+        assert [e["event"] for e in collector.events(type="track")] == ["T"]
+        assert journy_analytics.deregister("tag").name == "tag"
+        assert journy_analytics.close_and_flush(5)
+    finally:
+        set_default_client(previous)

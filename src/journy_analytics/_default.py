@@ -24,12 +24,14 @@ __all__ = [
     "alias",
     "close_and_flush",
     "default_client",
+    "deregister",
     "flush",
     "group",
     "identify",
     "off",
     "on",
     "page",
+    "register",
     "screen",
     "set_default_client",
     "stats",
@@ -139,3 +141,12 @@ def off(name: str, handler: Callable[..., Any]) -> None:
 
 def stats() -> Dict[str, Any]:
     return default_client().stats()
+
+
+def register(*plugins: Any) -> None:
+    """Register plugins on the module-level client (docs/plugins.md)."""
+    default_client().register(*plugins)
+
+
+def deregister(name: str) -> Any:
+    return default_client().deregister(name)
