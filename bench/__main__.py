@@ -29,7 +29,9 @@ RESULTS = os.path.join(BENCH_DIR, "results", "latest.json")
 DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
 
 PY_SDKS = ["ours", "segment", "rudder", "posthog"]
-ALL_NAMES = [*PY_SDKS, "node", "ours15", "spool", "floor", "raw"]
+# "enrich" and "redact": ours with one plugin registered (the call cost of the plugin chain).
+PLUGIN_ROWS = ("enrich", "redact")
+ALL_NAMES = [*PY_SDKS, "node", "ours15", "spool", *PLUGIN_ROWS, "floor", "raw"]
 RUN_TIMEOUT = 300.0
 
 # Event counts: (full, --quick)
@@ -188,6 +190,8 @@ def run_py(sdk: str, scenario: str, url: str, n: int, batch: int, **kw: Any) -> 
         cmd.append("--defaults")
     if kw.get("spool"):
         cmd += ["--spool", kw["spool"]]
+    if kw.get("plugin"):
+        cmd += ["--plugin", kw["plugin"]]
     return run_child(cmd, ROOT)
 
 
@@ -358,6 +362,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     )  # fmt: skip
                 finally:
                     shutil.rmtree(d, ignore_errors=True)
+            elif name in PLUGIN_ROWS:
+                res = run_py("ours", "deliver", sink.url, n, batch, flush_interval=0.5, plugin=name)
             else:
                 res = run_py(name, "deliver", sink.url, n, batch, flush_interval=0.5)
             return verify(res, sink, n)
@@ -376,8 +382,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 r["main"] = deliver("raw", n_main * 2, 100)
             elif name == "ours15":
                 r["b15"] = deliver("ours15", n_b15, 15)
-            elif name == "spool":
-                r["main"] = deliver("spool", n_main, 100)
+            elif name in ("spool", *PLUGIN_ROWS):
+                r["main"] = deliver(name, n_main, 100)
             else:
                 r["main"] = deliver(name, n_main, 100)
                 r["b15"] = deliver(name, n_b15, 15)

@@ -14,10 +14,24 @@ LABELS = {
     "node": "@segment/analytics-node (node)",
     "ours15": "journy-analytics defaults (15 / 10 s)",
     "spool": "journy-analytics + spool",
+    "enrich": "journy-analytics + 1 enrichment plugin",
+    "redact": "journy-analytics + Redact plugin",
     "floor": "floor: dict + orjson + deque",
     "raw": "raw: 1 thread encode + POST",
 }
-ORDER = ["ours", "segment", "rudder", "posthog", "node", "ours15", "spool", "floor", "raw"]
+ORDER = [
+    "ours",
+    "segment",
+    "rudder",
+    "posthog",
+    "node",
+    "ours15",
+    "spool",
+    "enrich",
+    "redact",
+    "floor",
+    "raw",
+]
 
 # (key, header, run, field, lower_is_better, format)
 COLUMNS: List[Tuple[str, str, str, str, bool, str]] = [

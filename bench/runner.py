@@ -8,6 +8,8 @@ Prints one line ``RESULT {json}`` on stdout. Scenarios:
 - ``memory``: ``--n`` track() calls with the server unreachable (a closed loopback port), then
   RSS growth per queued event. The process exits with ``os._exit`` without draining.
 
+``--plugin enrich|redact`` registers one plugin on ours (SuperProperties or Redact).
+
 SDK names: ours, segment, rudder, posthog, floor (build the event dict, orjson.dumps, deque.append),
 raw (single thread: build, orjson encode, join, POST each batch over one keep-alive connection).
 """
@@ -70,6 +72,16 @@ def make_ours(a: argparse.Namespace) -> Tuple[TrackFn, CloseFn, Callable[[], Dic
         client = Analytics(**kwargs)
     except (TypeError, NotImplementedError) as exc:
         raise Skip(f"Analytics({', '.join(kwargs)}) not supported: {exc}") from exc
+    if a.plugin:
+        try:
+            from journy_analytics.plugins import EMAIL, Redact, SuperProperties
+        except ImportError as exc:
+            raise Skip(f"plugins not available: {exc}") from exc
+        if a.plugin == "enrich":
+            client.register(SuperProperties(properties={"app_version": "4.2.0", "env": "prod"}))
+        else:
+            # Keys and a pattern that match nothing in the workload: the cost of looking.
+            client.register(Redact(keys=["password", "ssn"], patterns=[EMAIL]))
     track = client.track
 
     def do_track(uid: str, props: Dict[str, Any]) -> Any:
@@ -393,6 +405,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--defaults", action="store_true", help="ours: batch size and interval default")
     p.add_argument("--spool", default=None)
+    p.add_argument(
+        "--plugin", choices=["enrich", "redact"], default=None, help="ours: register one"
+    )
     p.add_argument("--close-timeout", type=float, default=120.0)
     a = p.parse_args(argv)
     import json

@@ -26,6 +26,7 @@ __all__ = [
     "alias",
     "close_and_flush",
     "default_client",
+    "deregister",
     "flush",
     "group",
     "identify",
@@ -33,6 +34,7 @@ __all__ = [
     "on",
     "once",
     "page",
+    "register",
     "screen",
     "set_default_client",
     "stats",
@@ -146,3 +148,12 @@ def once(name: str, handler: Callable[..., Any]) -> None:
 
 def stats() -> Dict[str, Any]:
     return default_client().stats()
+
+
+def register(*plugins: Any) -> None:
+    """Register plugins on the module-level client (docs/plugins.md)."""
+    default_client().register(*plugins)
+
+
+def deregister(name: str) -> Any:
+    return default_client().deregister(name)

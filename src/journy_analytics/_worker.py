@@ -172,8 +172,10 @@ class Worker:
 
     # -- the call path -------------------------------------------------------------------
 
-    def put(self, data: bytes, callback: Optional[Callback]) -> None:
-        if not self._queue.put(data if callback is None else (data, callback)):
+    def put(self, data: bytes, callback: Optional[Callback]) -> bool:
+        """Queue one event; False if it was dropped at once (full, or the client closed)."""
+        queued = self._queue.put(data if callback is None else (data, callback))
+        if not queued:
             self._outcomes.overflow(data, callback)
             self._wake.set()  # the dispatcher reports it
         elif self._dispatcher is None:
@@ -182,8 +184,10 @@ class Worker:
             # This call raced close_and_flush(): its event must not sit in a queue that
             # nothing reads any more.
             self._drop_after_close()
-        elif self._eager_deadline is not None:
+            return False
+        if self._eager_deadline is not None:
             self.flush(max(0.0, self._eager_deadline - time.monotonic()))
+        return queued
 
     def _start(self) -> None:
         with self._lock:

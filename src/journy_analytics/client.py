@@ -27,6 +27,7 @@ from journy_analytics._encoding import encode_event
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._events import Emitter, Handler
 from journy_analytics._logs import logger
+from journy_analytics._plugins import PluginChain
 from journy_analytics._retry import RetryPolicy
 from journy_analytics._transport import HttpClient, Response, StdlibHttpClient
 from journy_analytics._types import FLUSH_TIMEOUT, Callback, _Default
@@ -154,6 +155,10 @@ class Analytics:
         weakref.finalize(self, self._worker.retire).atexit = False
         if handle_sigterm:
             _shutdown.install_sigterm_handler()
+        # Plugins (docs/plugins.md): the event path looks at _plugins, which is None while
+        # no plugin is registered, so a client without plugins pays one attribute test.
+        self._plugin_chain = PluginChain(self._emitter)
+        self._plugins: Optional[PluginChain] = None
         _warn_plain_http(url)
 
     # -- settings a user may read --------------------------------------------------------
@@ -396,17 +401,48 @@ class Analytics:
             callback,
         )
 
-    def _enqueue(self, message: Dict[str, Any], callback: Optional[Callback]) -> None:
+    def _enqueue(self, message: Dict[str, Any], callback: Optional[Callback]) -> bool:
+        """Encode and queue one event. False if it was not queued (queue full, closed);
+        True if it was, or if a plugin dropped it on purpose."""
         if callback is not None and not callable(callback):
             raise ValidationError(
                 f"callback must be callable as callback(error, message), "
                 f"not {type(callback).__name__}"
             )
+        plugins = self._plugins
+        if plugins is not None:
+            final = plugins.run(message)
+            if final is None:
+                return True
+            message = final
         data = encode_event(message)
         if self._closed:
             self._after_close(data, callback)
-            return
-        self._worker.put(data, callback)
+            return False
+        if plugins is not None:
+            plugins.deliver(data)
+        return self._worker.put(data, callback)
+
+    # -- plugins ---------------------------------------------------------------------------
+
+    def register(self, *plugins: Any) -> None:
+        """Add plugins (``before``, ``enrichment`` or ``destination``; see docs/plugins.md).
+
+        Each needs a unique ``name``. ``before`` plugins run first, then ``enrichment``
+        ones, each kind in registration order, in the caller's thread; ``destination``
+        plugins get the final event on a thread of their own.
+        """
+        if not plugins:
+            raise ValueError("register() needs at least one plugin")
+        self._plugin_chain.register(plugins, self)
+        self._plugins = self._plugin_chain
+
+    def deregister(self, name: str) -> Any:
+        """Remove the plugin called ``name`` (KeyError if there is none); returns it."""
+        plugin = self._plugin_chain.deregister(name)
+        if self._plugin_chain.empty:
+            self._plugins = None
+        return plugin
 
     def _after_close(self, data: bytes, callback: Optional[Callback]) -> None:
         message = orjson.loads(data)
@@ -437,8 +473,14 @@ class Analytics:
         or finally dropped and reported. True when settled (which is not "delivered": a
         401 settles a batch too; see ``stats()`` or the ``error`` event), False if
         ``timeout`` seconds (default: the ``flush_timeout`` setting, 30 s) passed first.
-        ``timeout=None`` waits until settled, however long the retries take."""
-        return self._worker.flush(self._timeout(timeout))
+        ``timeout=None`` waits until settled, however long the retries take. Destination
+        plugins are waited for too."""
+        seconds = self._timeout(timeout)
+        if self._plugins is None:
+            return self._worker.flush(seconds)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        settled = self._worker.flush(seconds)
+        return self._plugin_chain.flush(_remaining(deadline)) and settled
 
     def close_and_flush(self, timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
         """Stop accepting events, deliver what is queued, stop the worker.
@@ -453,7 +495,9 @@ class Analytics:
             if self._closed:
                 return self._worker.flush(seconds)
             self._closed = True
-        return self._worker.close(seconds)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        settled = self._worker.close(seconds)
+        return self._plugin_chain.close(_remaining(deadline)) and settled
 
     def _timeout(self, timeout: Union[float, _Default, None]) -> Optional[float]:
         if isinstance(timeout, _Default):
@@ -495,11 +539,16 @@ class Analytics:
 
     def stats(self) -> Dict[str, Any]:
         """Counters: queued, in_flight, delivered, retried, dropped (by reason),
-        batches_sent, requests, bytes_sent, worker_alive."""
+        batches_sent, requests, bytes_sent, worker_alive; dropped_by_plugin and plugins
+        (registered names, drops and errors per plugin, the destination queue)."""
         figures = self._worker.stats()
         figures["closed"] = self._closed
         figures["calls_after_close"] = self._calls_after_close
         figures["disabled"] = self.disable
+        # Events a plugin dropped on purpose (returned None): not a delivery failure, so kept
+        # apart from "dropped" (whose reasons the worker owns); per-plugin detail in "plugins".
+        figures["dropped_by_plugin"] = self._plugin_chain.dropped_total()
+        figures["plugins"] = self._plugin_chain.stats()
         return figures
 
 
@@ -572,3 +621,7 @@ def _warn_plain_http(url: str) -> None:
             "and your users' data travel unencrypted. Use https://.",
             host,
         )
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
