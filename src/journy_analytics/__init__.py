@@ -12,6 +12,8 @@ Or the module-level default client, configured from ``JOURNY_WRITE_KEY``::
 """
 
 from journy_analytics._default import (
+    aclose,
+    aflush,
     alias,
     close_and_flush,
     default_client,
@@ -27,6 +29,7 @@ from journy_analytics._default import (
 )
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._retry import RetryPolicy
+from journy_analytics._scope import scope
 from journy_analytics._transport import HttpClient, Response
 from journy_analytics._version import __version__
 from journy_analytics.client import Analytics
@@ -44,6 +47,8 @@ __all__ = [
     "RetryPolicy",
     "ValidationError",
     "__version__",
+    "aclose",
+    "aflush",
     "alias",
     "close_and_flush",
     "default_client",
@@ -55,6 +60,7 @@ __all__ = [
     "on",
     "page",
     "path",
+    "scope",
     "screen",
     "stats",
     "track",

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from journy_analytics.client import Analytics
 
 __all__ = [
+    "aclose",
+    "aflush",
     "alias",
     "close_and_flush",
     "default_client",
@@ -127,6 +129,14 @@ def flush(timeout: Optional[float] = None) -> bool:
 
 def close_and_flush(timeout: Optional[float] = None) -> bool:
     return _client.close_and_flush(timeout) if _client is not None else True
+
+
+async def aflush(timeout: Optional[float] = None) -> bool:
+    return await _client.aflush(timeout) if _client is not None else True
+
+
+async def aclose(timeout: Optional[float] = None) -> bool:
+    return await _client.aclose(timeout) if _client is not None else True
 
 
 def on(name: str, handler: Callable[..., Any]) -> None:

@@ -23,10 +23,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from journy_analytics import _messages as m
+from journy_analytics._aio import run_in_thread as _run_in_thread
 from journy_analytics._encoding import encode_event
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._events import Emitter, Handler
 from journy_analytics._retry import RetryPolicy
+from journy_analytics._scope import active_scope as _active_scope
 from journy_analytics._transport import HttpClient, Response, Urllib3HttpClient
 from journy_analytics._worker import Callback, Worker, WorkerConfig
 
@@ -193,6 +195,10 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Tie a user to their traits. Traits merge (union) across calls; ``None`` deletes."""
+        if (scope := _active_scope()) is not None:  # journy_analytics.scope(...): see _scope.py
+            user_id, anonymous_id, _, _, context = scope.fill(
+                user_id, anonymous_id, None, None, context
+            )
         self._enqueue(
             m.build_identify(
                 user_id, anonymous_id, traits, timestamp, context, integrations, message_id
@@ -214,6 +220,10 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Link a user to an account (group) and record the account's traits."""
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, group_id, _, context = scope.fill(
+                user_id, anonymous_id, group_id, None, context
+            )
         self._enqueue(
             m.build_group(
                 user_id,
@@ -243,6 +253,10 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Record an action. ``group_id`` puts it in the context of that account."""
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, group_id, properties, context = scope.fill(
+                user_id, anonymous_id, group_id, properties, context
+            )
         self._enqueue(
             m.build_track(
                 user_id,
@@ -274,6 +288,10 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Record a page view (journy.io records a page *with* a name as a screen)."""
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, group_id, properties, context = scope.fill(
+                user_id, anonymous_id, group_id, properties, context
+            )
         self._enqueue(
             m.build_page(
                 user_id,
@@ -306,6 +324,10 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Record a screen view in an app."""
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, group_id, properties, context = scope.fill(
+                user_id, anonymous_id, group_id, properties, context
+            )
         self._enqueue(
             m.build_page(
                 user_id,
@@ -336,6 +358,10 @@ class Analytics:
         callback: Optional[Callback] = None,
     ) -> None:
         """Link ``previous_id`` (e.g. an anonymous id) to ``user_id``."""
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, _, _, context = scope.fill(
+                user_id, anonymous_id, None, None, context
+            )
         self._enqueue(
             m.build_alias(
                 user_id, previous_id, timestamp, context, integrations, message_id, anonymous_id
@@ -409,6 +435,29 @@ class Analytics:
         tb: Optional[TracebackType],
     ) -> None:
         self.close_and_flush()
+
+    # -- asyncio (the blocking work runs in a thread: see _aio.py) --------------------------
+
+    async def aflush(self, timeout: Optional[float] = None) -> bool:
+        """``flush()`` for coroutines: awaits delivery without blocking the event loop.
+        Cancelling the awaiting task leaves the client as it was (delivery goes on)."""
+        return await _run_in_thread(self.flush, _timeout(timeout), name="journy-aflush")
+
+    async def aclose(self, timeout: Optional[float] = None) -> bool:
+        """``close_and_flush()`` for coroutines, without blocking the event loop. Cancelling
+        the awaiting task does not stop the close: the client ends up closed and flushed."""
+        return await _run_in_thread(self.close_and_flush, _timeout(timeout), name="journy-aclose")
+
+    async def __aenter__(self) -> Analytics:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()
 
     # -- errors and figures --------------------------------------------------------------
 
