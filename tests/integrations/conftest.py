@@ -99,7 +99,9 @@ class Server:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"server did not stop within {timeout} s: {self.log[-3000:]}")
+            raise AssertionError(
+                f"server did not stop within {timeout} s: {self.log[-3000:]}"
+            ) from None
         self.log = (out + err).decode(errors="replace")
         return time.monotonic() - started
 
