@@ -1,0 +1,46 @@
+"""A FastAPI app with the journy ASGI middleware. Its client has exit_flush_timeout=0, so
+whatever arrives after SIGTERM was delivered by the lifespan shutdown flush, not atexit."""
+
+import asyncio
+import os
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from journy_analytics import Analytics
+from journy_analytics.integrations.asgi import JournyMiddleware
+
+analytics = Analytics(
+    write_key="test-key",
+    host=os.environ["JOURNY_TEST_COLLECTOR"],
+    flush_interval=60.0,
+    exit_flush_timeout=0.0,
+)
+
+
+async def identify(scope):
+    await asyncio.sleep(0)  # an async hook (e.g. a session lookup) is awaited
+    headers = dict(scope["headers"])
+    return {
+        "user_id": headers.get(b"x-user-id", b"").decode() or None,
+        "group_id": headers.get(b"x-account", b"").decode() or None,
+        "context": {"path": scope["path"]},
+    }
+
+
+@asynccontextmanager
+async def lifespan(app):
+    yield
+    # An app's own shutdown work: its event must be in the shutdown flush.
+    analytics.track(user_id="system", event="App Stopping", message_id="app-stopping")
+
+
+app = FastAPI(lifespan=lifespan)
+app.add_middleware(JournyMiddleware, identify=identify, analytics=analytics)
+
+
+@app.get("/track")
+async def track(mid: str, request: Request):
+    await asyncio.sleep(0.02)  # concurrent requests interleave on the loop
+    analytics.track(event="Endpoint Hit", message_id=mid)
+    return {"pid": os.getpid()}
