@@ -29,7 +29,7 @@ RESULTS = os.path.join(BENCH_DIR, "results", "latest.json")
 DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
 
 PY_SDKS = ["ours", "segment", "rudder", "posthog"]
-ALL_NAMES = [*PY_SDKS, "node", "ours15", "spool", "floor", "raw"]
+ALL_NAMES = [*PY_SDKS, "node", "ours15", "spool", "scope", "floor", "raw"]
 RUN_TIMEOUT = 300.0
 
 # Event counts: (full, --quick)
@@ -188,6 +188,8 @@ def run_py(sdk: str, scenario: str, url: str, n: int, batch: int, **kw: Any) -> 
         cmd.append("--defaults")
     if kw.get("spool"):
         cmd += ["--spool", kw["spool"]]
+    if kw.get("scope"):
+        cmd.append("--scope")
     return run_child(cmd, ROOT)
 
 
@@ -358,6 +360,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     )  # fmt: skip
                 finally:
                     shutil.rmtree(d, ignore_errors=True)
+            elif name == "scope":
+                res = run_py("ours", "deliver", sink.url, n, batch, flush_interval=0.5, scope=True)
             else:
                 res = run_py(name, "deliver", sink.url, n, batch, flush_interval=0.5)
             return verify(res, sink, n)
@@ -378,6 +382,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 r["b15"] = deliver("ours15", n_b15, 15)
             elif name == "spool":
                 r["main"] = deliver("spool", n_main, 100)
+            elif name == "scope":
+                r["main"] = deliver("scope", n_main, 100)
             else:
                 r["main"] = deliver(name, n_main, 100)
                 r["b15"] = deliver(name, n_b15, 15)

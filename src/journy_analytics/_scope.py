@@ -27,7 +27,19 @@ import contextvars
 import functools
 import inspect
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, cast
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    cast,
+)
 
 from journy_analytics._errors import ValidationError
 from journy_analytics._messages import _id
@@ -39,48 +51,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 _EMPTY: Dict[str, Any] = {}
 
 
-class Scope:
-    """The effective scope: what is set here and in every enclosing scope. Immutable; its
-    dicts are private copies that nothing mutates (the message builders copy before
-    changing a mapping)."""
+class Scope(NamedTuple):
+    """The effective scope: what is set here and in every enclosing scope. Immutable (a
+    tuple: cheap to build once per request); its dicts are private copies that nothing
+    mutates (the message builders copy before changing a mapping)."""
 
-    __slots__ = ("anonymous_id", "context", "group_id", "properties", "user_id")
-
-    user_id: Optional[str]
-    anonymous_id: Optional[str]
-    group_id: Optional[str]
-    properties: Dict[str, Any]
-    context: Dict[str, Any]
-
-    def __init__(
-        self,
-        user_id: Optional[str] = None,
-        anonymous_id: Optional[str] = None,
-        group_id: Optional[str] = None,
-        properties: Optional[Dict[str, Any]] = None,
-        context: Optional[Dict[str, Any]] = None,
-    ) -> None:
-        set_ = object.__setattr__
-        set_(self, "user_id", user_id)
-        set_(self, "anonymous_id", anonymous_id)
-        set_(self, "group_id", group_id)
-        set_(self, "properties", properties or _EMPTY)
-        set_(self, "context", context or _EMPTY)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("a journy_analytics Scope is immutable; open an inner scope")
-
-    def __repr__(self) -> str:
-        return (
-            f"Scope(user_id={self.user_id!r}, anonymous_id={self.anonymous_id!r}, "
-            f"group_id={self.group_id!r}, properties={self.properties!r}, "
-            f"context={self.context!r})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Scope) and self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]
+    user_id: Optional[str] = None
+    anonymous_id: Optional[str] = None
+    group_id: Optional[str] = None
+    properties: Dict[str, Any] = _EMPTY
+    context: Dict[str, Any] = _EMPTY
 
     # -- filling a call ------------------------------------------------------------------
 
@@ -188,7 +168,7 @@ def _build(
     props = _mapping(properties, "properties")
     ctx = _mapping(context, "context")
     if outer is None:
-        return Scope(uid, aid, gid, props, ctx)
+        return Scope(uid, aid, gid, props or _EMPTY, ctx or _EMPTY)
     return outer.nest(uid, aid, gid, props, ctx)
 
 
@@ -232,7 +212,7 @@ class scope:
     once rather than at the first event.
     """
 
-    __slots__ = ("_args", "_tokens")
+    __slots__ = ("_args", "_base", "_tokens")
 
     def __init__(
         self,
@@ -242,14 +222,29 @@ class scope:
         properties: Optional[Mapping[str, Any]] = None,
         context: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        # Validate now (a decorator with a bad id fails at import, not at the first call).
-        _build(None, user_id, anonymous_id, group_id, properties, context)
+        # Validated (and copied) once, here: a decorator with a bad id fails at import, not
+        # at the first call, and entering costs only the nesting.
+        self._base = _build(None, user_id, anonymous_id, group_id, properties, context)
         self._args = (user_id, anonymous_id, group_id, properties, context)
         self._tokens: List[contextvars.Token[Optional[Scope]]] = []
 
+    def _open(self) -> contextvars.Token[Optional[Scope]]:
+        outer = _current.get()
+        if outer is None:
+            return _current.set(self._base)
+        base = self._base
+        return _current.set(
+            outer.nest(
+                base.user_id,
+                base.anonymous_id,
+                base.group_id,
+                base.properties or None,
+                base.context or None,
+            )
+        )
+
     def __enter__(self) -> Scope:
-        token = activate(*self._args)
-        self._tokens.append(token)
+        self._tokens.append(self._open())
         return cast(Scope, _current.get())
 
     def __exit__(
@@ -272,12 +267,12 @@ class scope:
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: F) -> F:
-        args = self._args
+        open_ = self._open
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def run_async(*a: Any, **kw: Any) -> Any:
-                token = activate(*args)
+                token = open_()
                 try:
                     return await fn(*a, **kw)
                 finally:
@@ -287,7 +282,7 @@ class scope:
 
         @functools.wraps(fn)
         def run(*a: Any, **kw: Any) -> Any:
-            token = activate(*args)
+            token = open_()
             try:
                 return fn(*a, **kw)
             finally:

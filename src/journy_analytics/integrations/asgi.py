@@ -11,9 +11,10 @@
     app = FastAPI()
     app.add_middleware(JournyMiddleware, identify=identify)
 
-``identify(scope)`` (plain or ``async``) returns the journy scope's arguments (``user_id``,
-``anonymous_id``, ``group_id``, ``properties``, ``context``) or None. Without it the scope
-holds Starlette's authenticated ``scope["user"].identity``, if any.
+The journy scope holds Starlette's authenticated ``scope["user"].identity``, if any (put
+``JournyMiddleware`` inside Starlette's ``AuthenticationMiddleware``); ``identify(scope)``
+(plain or ``async``) returns more of its arguments (``user_id``, ``anonymous_id``,
+``group_id``, ``properties``, ``context``) or None, and its keys win.
 
 At the ASGI lifespan shutdown (after the app's own shutdown handlers, so their events are
 included) the client is flushed with ``await aflush(flush_timeout)``: the server's loop keeps
@@ -86,12 +87,13 @@ class JournyMiddleware:
             deactivate(token)
 
     async def _identify(self, scope: Scope) -> Dict[str, Any]:
+        defaults = starlette_user_scope(scope)
         if self.identify is None:
-            return starlette_user_scope(scope)
+            return defaults
         result = self.identify(scope)
         if inspect.isawaitable(result):
             result = await result
-        return identify_result(lambda _: result, scope, {})
+        return identify_result(lambda _: result, scope, defaults)
 
     def _flushing_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:

@@ -9,9 +9,9 @@
     journy = JournyAnalytics(app, identify=lambda request: {"user_id": session.get("uid")})
 
 or ``journy = JournyAnalytics(identify=...)`` then ``journy.init_app(app)`` in a factory.
-``identify(request)`` returns the scope's arguments (``user_id``, ``anonymous_id``,
-``group_id``, ``properties``, ``context``) or None. Without it the scope holds
-flask-login's ``current_user`` id when flask-login is installed and a user is logged in.
+The scope holds flask-login's ``current_user`` id when flask-login is installed and a user
+is logged in; ``identify(request)`` returns more of the scope's arguments (``user_id``,
+``anonymous_id``, ``group_id``, ``properties``, ``context``) or None, and its keys win.
 
 The client: ``analytics=`` if given, else ``JOURNY_ANALYTICS["analytics"]``, else one client
 per process built from ``JOURNY_ANALYTICS``'s settings (installed as the module-level
@@ -86,8 +86,7 @@ class JournyAnalytics:
 
     def _open_scope(self) -> None:
         request = flask.request
-        defaults = _flask_login_scope(request) if self._identify is None else {}
-        kwargs = identify_result(self._identify, request, defaults)
+        kwargs = identify_result(self._identify, request, _flask_login_scope(request))
         setattr(flask.g, _G_TOKEN, activate(**kwargs))
 
     def _close_scope(self, exc: Optional[BaseException] = None) -> None:

@@ -6,6 +6,8 @@ import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.middleware.authentication import AuthenticationMiddleware
 
 from journy_analytics import Analytics
 from journy_analytics.integrations.asgi import JournyMiddleware
@@ -18,11 +20,19 @@ analytics = Analytics(
 )
 
 
+class HeaderAuth(AuthenticationBackend):
+    """Starlette's real authentication, from a header (a stand-in for a session or token)."""
+
+    async def authenticate(self, conn):
+        name = conn.headers.get("x-user-id")
+        return (AuthCredentials(["authenticated"]), SimpleUser(name)) if name else None
+
+
 async def identify(scope):
+    # The user comes from Starlette's authentication (scope["user"]); the hook adds the rest.
     await asyncio.sleep(0)  # an async hook (e.g. a session lookup) is awaited
     headers = dict(scope["headers"])
     return {
-        "user_id": headers.get(b"x-user-id", b"").decode() or None,
         "group_id": headers.get(b"x-account", b"").decode() or None,
         "context": {"path": scope["path"]},
     }
@@ -37,6 +47,7 @@ async def lifespan(app):
 
 app = FastAPI(lifespan=lifespan)
 app.add_middleware(JournyMiddleware, identify=identify, analytics=analytics)
+app.add_middleware(AuthenticationMiddleware, backend=HeaderAuth())  # outermost: runs first
 
 
 @app.get("/track")

@@ -1,8 +1,11 @@
-"""A Flask app with the journy extension, identity from request headers."""
+"""A Flask app with the journy extension. flask-login logs the user in from a header (a
+stand-in for a real login); the journy scope takes the user from flask-login and the
+account from the ``identify`` hook."""
 
 import os
 
 from flask import Flask, request
+from flask_login import LoginManager, UserMixin
 
 import journy_analytics
 from journy_analytics.integrations.flask import JournyAnalytics
@@ -15,12 +18,23 @@ app.config["JOURNY_ANALYTICS"] = {
 }
 
 
+app.secret_key = "test-only"
+login_manager = LoginManager(app)
+
+
+class User(UserMixin):
+    def __init__(self, user_id):
+        self.id = user_id
+
+
+@login_manager.request_loader
+def load_user_from_request(req):
+    name = req.headers.get("X-User-Id")
+    return User(name) if name else None
+
+
 def identify(req):
-    return {
-        "user_id": req.headers.get("X-User-Id"),
-        "group_id": req.headers.get("X-Account"),
-        "properties": {"path": req.path},
-    }
+    return {"group_id": req.headers.get("X-Account"), "properties": {"path": req.path}}
 
 
 journy = JournyAnalytics(identify=identify)
