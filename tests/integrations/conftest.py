@@ -127,6 +127,16 @@ def servers() -> Iterator[Callable[..., Server]]:
             server.kill()
 
 
+def require(module: str) -> None:
+    """Skip unless ``module`` is installed, without importing it here: gevent and eventlet
+    change the process that imports them (eventlet hooks fork), and the servers import them
+    in their own processes."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (make test installs it)")
+
+
 def tool(name: str) -> str:
     path = BIN / name
     if not path.exists():

@@ -10,6 +10,7 @@ import pytest
 from journy_analytics.collector import CollectorThread
 
 from .conftest import Server, app_env, free_port, tool
+from .conftest import require as _require
 
 pytest.importorskip("flask")
 
@@ -24,7 +25,7 @@ def test_flask_extension_scopes_concurrent_requests_and_shutdown_flushes(
     collector: CollectorThread, servers: Callable[..., Server], worker: List[str]
 ) -> None:
     if worker[1] in ("gevent", "eventlet"):
-        pytest.importorskip(worker[1])
+        _require(worker[1])
     port = free_port()
     server = servers(
         [tool("gunicorn"), "-w", "2", *worker, "-b", f"127.0.0.1:{port}",

@@ -14,6 +14,7 @@ import pytest
 from journy_analytics.collector import CollectorThread, Faults
 
 from .conftest import APPS, app_env
+from .conftest import require as _require
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def slow_collector() -> Iterator[CollectorThread]:
 def test_green_threads_deliver_and_flush_returns_on_time(
     collector: CollectorThread, slow_collector: CollectorThread, library: str
 ) -> None:
-    pytest.importorskip(library)
+    _require(library)
     run = subprocess.run(
         [sys.executable, str(APPS / "green_script.py"), library, collector.url, slow_collector.url],
         env=app_env(collector),
