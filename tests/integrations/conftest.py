@@ -69,8 +69,14 @@ class Server:
 
     def __init__(self, argv: List[str], port: int, env: Dict[str, str], cwd: Path = APPS):
         self.port = port
+        # Its own process group: kill() takes the workers down with the master.
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv,
+            env=env,
+            cwd=str(cwd),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         self.log = ""
 
@@ -106,8 +112,10 @@ class Server:
         return time.monotonic() - started
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the master and any worker left
+        except ProcessLookupError:
+            pass
         out, err = self.proc.communicate(timeout=10)
         self.log = (out + err).decode(errors="replace")
 

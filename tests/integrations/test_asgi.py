@@ -50,6 +50,8 @@ def test_asgi_middleware_scopes_requests_and_flushes_on_lifespan_shutdown(
     for t in threads:
         t.join(60)
     assert failures == []
+    status, body = server.get("/leaks")
+    assert (status, body) == (200, '{"leaks":0}'), body
     before_stop = len(collector.events())
     assert before_stop < len(expected)  # batches of 15, flush interval 60 s: some still queued
 

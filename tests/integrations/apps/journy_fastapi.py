@@ -10,6 +10,7 @@ from starlette.authentication import AuthCredentials, AuthenticationBackend, Sim
 from starlette.middleware.authentication import AuthenticationMiddleware
 
 from journy_analytics import Analytics
+from journy_analytics._scope import active_scope
 from journy_analytics.integrations.asgi import JournyMiddleware
 
 analytics = Analytics(
@@ -45,9 +46,30 @@ async def lifespan(app):
     analytics.track(user_id="system", event="App Stopping", message_id="app-stopping")
 
 
+class LeakCheck:
+    """Outermost: counts requests after which a journy scope is still active in the code
+    that called the app (the middleware must restore what it found)."""
+
+    leaks = 0
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+        if scope["type"] == "http" and active_scope() is not None:
+            LeakCheck.leaks += 1
+
+
 app = FastAPI(lifespan=lifespan)
 app.add_middleware(JournyMiddleware, identify=identify, analytics=analytics)
-app.add_middleware(AuthenticationMiddleware, backend=HeaderAuth())  # outermost: runs first
+app.add_middleware(AuthenticationMiddleware, backend=HeaderAuth())
+app.add_middleware(LeakCheck)  # added last: outermost
+
+
+@app.get("/leaks")
+async def leaks():
+    return {"leaks": LeakCheck.leaks}
 
 
 @app.get("/track")
