@@ -11,7 +11,8 @@
     app = FastAPI()
     app.add_middleware(JournyMiddleware, identify=identify)
 
-The journy scope holds Starlette's authenticated ``scope["user"].identity``, if any (put
+The journy scope holds Starlette's authenticated ``scope["user"].identity`` (``username``
+where an older Starlette leaves ``identity`` unimplemented), if any (put
 ``JournyMiddleware`` inside Starlette's ``AuthenticationMiddleware``); ``identify(scope)``
 (plain or ``async``) returns more of its arguments (``user_id``, ``anonymous_id``,
 ``group_id``, ``properties``, ``context``) or None, and its keys win.
@@ -47,11 +48,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def starlette_user_scope(scope: Scope) -> Dict[str, Any]:
     """The default: Starlette's authenticated user (``AuthenticationMiddleware``), if any."""
     user = scope.get("user")
-    if user is not None and getattr(user, "is_authenticated", False):
-        identity = getattr(user, "identity", None)
-        if identity:
-            return {"user_id": str(identity)}
-    return {}
+    if user is None or not getattr(user, "is_authenticated", False):
+        return {}
+    try:
+        identity = user.identity
+    except (AttributeError, NotImplementedError):
+        # Older Starlette releases leave BaseUser.identity unimplemented, SimpleUser included.
+        identity = getattr(user, "username", None)
+    return {"user_id": str(identity)} if identity else {}
 
 
 class JournyMiddleware:
