@@ -315,7 +315,8 @@ the machine and package versions) and the table above is rewritten between its m
 - **Scope**: journy-analytics with `journy_analytics.scope(user_id=..., group_id=...,
   context=...)` active and `track(event=..., properties=...)` taking its ids from it (the row
   "journy-analytics" is the same call with no scope). Opening and closing a scope (once per
-  request) is timed separately: `scope_enter_exit_us` in the results JSON.
+  request) is timed separately: `scope_enter_exit_us` in the results JSON. Run it alone with
+  `python -m bench --only scope`.
 - **Node**: analytics-node runs on one thread, so nothing is sent while a synchronous loop runs; its
   loop yields to the event loop (untimed) after every 100 calls, as a server does between requests.
 

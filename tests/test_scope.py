@@ -185,6 +185,29 @@ def test_decorator_on_plain_and_async_functions(
     assert (handled["userId"], handled["anonymousId"]) == ("async-user", "caller")
 
 
+def test_async_with_and_reentering_one_scope_object(
+    make_client: Callable[..., Analytics], collector: CollectorThread
+) -> None:
+    client = make_client()
+    account = scope(group_id="acme")
+
+    async def handler() -> None:
+        async with scope(user_id="async-with"):
+            with account:
+                client.track(event="First")
+                with account:  # the same object, nested
+                    client.track(event="Second")
+                assert active_scope() is not None and active_scope().group_id == "acme"
+            client.track(event="Third")
+        assert active_scope() is None
+
+    asyncio.run(handler())
+    by = _by_event(_delivered(client, collector))
+    assert {e["userId"] for e in by.values()} == {"async-with"}
+    assert by["First"]["context"]["groupId"] == by["Second"]["context"]["groupId"] == "acme"
+    assert "groupId" not in by["Third"]["context"]
+
+
 def test_concurrent_asyncio_tasks_each_see_their_own_scope(
     make_client: Callable[..., Analytics], collector: CollectorThread
 ) -> None:

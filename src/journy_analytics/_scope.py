@@ -44,7 +44,7 @@ from typing import (
 from journy_analytics._errors import ValidationError
 from journy_analytics._messages import _id
 
-__all__ = ["Scope", "activate", "active_scope", "deactivate", "scope"]
+__all__ = ["Scope", "activate", "activate_scope", "active_scope", "deactivate", "scope"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -209,7 +209,9 @@ class scope:
     or as a decorator, on plain and ``async`` functions alike (each call opens its own
     scope). Scopes nest; the outer one is back when the inner one ends, also on an
     exception. Arguments are validated here, so a bad id raises ``ValidationError`` at
-    once rather than at the first event.
+    once rather than at the first event. One ``scope(...)`` object may be entered again
+    (nested or later) in one thread or task; to use it from several threads or tasks at
+    once, create one per use, or decorate (each decorated call has its own).
     """
 
     __slots__ = ("_args", "_base", "_tokens")

@@ -83,7 +83,7 @@ def client_from_settings(settings: Mapping[str, Any], *, source: str) -> Optiona
 
 
 # Keys of a settings dict that configure the integration, not the client.
-_INTEGRATION_KEYS = frozenset({"analytics", "client", "identify", "flush_timeout"})
+_INTEGRATION_KEYS = frozenset({"analytics", "client", "identify"})
 
 
 def _hashable(value: Any) -> Any:
