@@ -30,8 +30,9 @@ DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
 
 PY_SDKS = ["ours", "segment", "rudder", "posthog"]
 # "enrich" and "redact": ours with one plugin registered (the call cost of the plugin chain).
+# "scope": ours with every track() inside a journy_analytics.scope (ids from the scope).
 PLUGIN_ROWS = ("enrich", "redact")
-ALL_NAMES = [*PY_SDKS, "node", "ours15", "spool", *PLUGIN_ROWS, "floor", "raw"]
+ALL_NAMES = [*PY_SDKS, "node", "ours15", "spool", *PLUGIN_ROWS, "scope", "floor", "raw"]
 RUN_TIMEOUT = 300.0
 
 # Event counts: (full, --quick)
@@ -192,6 +193,8 @@ def run_py(sdk: str, scenario: str, url: str, n: int, batch: int, **kw: Any) -> 
         cmd += ["--spool", kw["spool"]]
     if kw.get("plugin"):
         cmd += ["--plugin", kw["plugin"]]
+    if kw.get("scope"):
+        cmd.append("--scope")
     return run_child(cmd, ROOT)
 
 
@@ -364,6 +367,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     shutil.rmtree(d, ignore_errors=True)
             elif name in PLUGIN_ROWS:
                 res = run_py("ours", "deliver", sink.url, n, batch, flush_interval=0.5, plugin=name)
+            elif name == "scope":
+                res = run_py("ours", "deliver", sink.url, n, batch, flush_interval=0.5, scope=True)
             else:
                 res = run_py(name, "deliver", sink.url, n, batch, flush_interval=0.5)
             return verify(res, sink, n)
@@ -382,7 +387,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 r["main"] = deliver("raw", n_main * 2, 100)
             elif name == "ours15":
                 r["b15"] = deliver("ours15", n_b15, 15)
-            elif name in ("spool", *PLUGIN_ROWS):
+            elif name in ("spool", "scope", *PLUGIN_ROWS):
                 r["main"] = deliver(name, n_main, 100)
             else:
                 r["main"] = deliver(name, n_main, 100)

@@ -16,6 +16,7 @@ LABELS = {
     "spool": "journy-analytics + spool",
     "enrich": "journy-analytics + 1 enrichment plugin",
     "redact": "journy-analytics + Redact plugin",
+    "scope": "journy-analytics, ids from a scope",
     "floor": "floor: dict + orjson + deque",
     "raw": "raw: 1 thread encode + POST",
 }
@@ -29,6 +30,7 @@ ORDER = [
     "spool",
     "enrich",
     "redact",
+    "scope",
     "floor",
     "raw",
 ]
@@ -106,6 +108,9 @@ def build_table(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
             row["cells"][key] = {"value": v, "advantage": adv, "delivered_ok": ok}
             if ok is False:
                 row["notes"].append(f"{run}: {res.get('delivery_note')}")
+        enter_exit = _num(((r.get("main") or {}).get("info") or {}).get("scope_enter_exit_us"))
+        if enter_exit is not None:
+            row["notes"].append(f"opening + closing a scope (per request): {enter_exit:.1f} us")
         row["version"] = next(
             (x.get("version") for x in r.values() if isinstance(x, dict) and x.get("version")),
             None,
@@ -311,6 +316,11 @@ the machine and package versions) and the table above is rewritten between its m
 - **Floor**: building the wire event dict, `orjson.dumps`, `deque.append`, timed the same way.
   **Raw**: one thread that builds, encodes, joins and POSTs batches of 100 over one keep-alive
   `http.client` connection: the end-to-end reference.
+- **Scope**: journy-analytics with `journy_analytics.scope(user_id=..., group_id=...,
+  context=...)` active and `track(event=..., properties=...)` taking its ids from it (the row
+  "journy-analytics" is the same call with no scope). Opening and closing a scope (once per
+  request) is timed separately: `scope_enter_exit_us` in the results JSON. Run it alone with
+  `python -m bench --only scope`.
 - **Node**: analytics-node runs on one thread, so nothing is sent while a synchronous loop runs; its
   loop yields to the event loop (untimed) after every 100 calls, as a server does between requests.
 

@@ -20,6 +20,27 @@ def python_blocks() -> List[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
 
 
+def framework_blocks() -> List[str]:
+    """``py`` blocks: recipes that need a framework (and its server) to run."""
+    return re.findall(r"```py\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def test_framework_recipes_compile_and_use_the_public_names() -> None:
+    blocks = framework_blocks()
+    assert len(blocks) >= 5
+    text = "\n".join(blocks)
+    for index, block in enumerate(blocks):
+        compile(block, f"README.md py block {index + 1}", "exec")
+    for name in (
+        "journy_analytics.integrations.django.JournyMiddleware",
+        "from journy_analytics.integrations.flask import JournyAnalytics",
+        "from journy_analytics.integrations.asgi import JournyMiddleware",
+        "from journy_analytics.integrations.celery import instrument",
+        "from journy_analytics.integrations.aws_lambda import flush_after",
+    ):
+        assert name in text
+
+
 def test_readme_has_the_seed_sections() -> None:
     text = README.read_text(encoding="utf-8")
     for heading in (
@@ -31,6 +52,15 @@ def test_readme_has_the_seed_sections() -> None:
         "## Configuration",
         "## Graceful shutdown",
         "## Error handling",
+        "## asyncio",
+        "## Request scope",
+        "## Frameworks",
+        "### Django",
+        "### Flask",
+        "### FastAPI and Starlette (ASGI)",
+        "### Celery",
+        "### AWS Lambda",
+        "### gevent and eventlet",
     ):
         assert heading in text
     first_lines = text.split("## Install")[0]
@@ -88,5 +118,20 @@ def test_readme_examples_run_as_written(monkeypatch: pytest.MonkeyPatch) -> None
         (sold,) = [e for e in collector.events(type="track") if e.get("event") == "Car Sold"]
         assert sold["context"]["groupId"] == "tesla"
         assert sold["timestamp"] == "2015-12-12T19:11:00.000Z"
+        # the request scope example: ids, account and context from the scope
+        (exported,) = [
+            e
+            for e in collector.events(type="track")
+            if e.get("event") == "Export Finished" and "ip" in e["context"]
+        ]
+        assert exported["userId"] == "f4ca124298"
+        assert exported["context"]["groupId"] == "tesla"
+        assert exported["context"]["ip"] == "203.0.113.9"
+        (reported,) = [
+            e
+            for e in collector.events(type="track")
+            if e.get("event") == "Report Generated" and e["context"].get("groupId") == "tesla"
+        ]
+        assert reported["userId"] == "f4ca124298"
         screens = collector.events(type="screen", user_id="f4ca124298")
         assert len(screens) >= 2, "pages with a name are screens"

@@ -12,6 +12,8 @@ Or the module-level default client, configured from ``JOURNY_WRITE_KEY``::
 """
 
 from journy_analytics._default import (
+    aclose,
+    aflush,
     alias,
     close_and_flush,
     default_client,
@@ -30,6 +32,7 @@ from journy_analytics._default import (
 )
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._retry import RetryPolicy
+from journy_analytics._scope import scope
 from journy_analytics._transport import HttpClient, Response
 from journy_analytics._types import Cause
 from journy_analytics._version import __version__
@@ -49,6 +52,8 @@ __all__ = [
     "RetryPolicy",
     "ValidationError",
     "__version__",
+    "aclose",
+    "aflush",
     "alias",
     "close_and_flush",
     "default_client",
@@ -63,6 +68,7 @@ __all__ = [
     "page",
     "path",
     "register",
+    "scope",
     "screen",
     "stats",
     "track",

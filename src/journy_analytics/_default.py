@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from journy_analytics.client import Analytics
 
 __all__ = [
+    "aclose",
+    "aflush",
     "alias",
     "close_and_flush",
     "default_client",
@@ -132,6 +134,14 @@ def flush(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
 
 def close_and_flush(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
     return _client.close_and_flush(timeout) if _client is not None else True
+
+
+async def aflush(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+    return await _client.aflush(timeout) if _client is not None else True
+
+
+async def aclose(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+    return await _client.aclose(timeout) if _client is not None else True
 
 
 def on(name: str, handler: Callable[..., Any]) -> None:

@@ -121,7 +121,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         budget = max((w.exit_flush_timeout for w in workers), default=0.0)
         for worker in workers:
             worker.terminating(budget)
-    _deliver_from_handler(close=not chained)
+    try:
+        _deliver_from_handler(close=not chained)
+    except Exception as exc:
+        # gevent runs signal handlers in its hub, where nothing may block: the app's own
+        # shutdown (chained below) ends through sys.exit, and atexit delivers then.
+        logger.warning("could not deliver from the SIGTERM handler (%s); relying on exit", exc)
     if chained:
         previous(signum, frame)
         return

@@ -23,12 +23,14 @@ import orjson
 
 from journy_analytics import _fork, _shutdown
 from journy_analytics import _messages as m
+from journy_analytics._aio import run_in_thread as _run_in_thread
 from journy_analytics._encoding import encode_event
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._events import Emitter, Handler
 from journy_analytics._logs import logger
 from journy_analytics._plugins import PluginChain
 from journy_analytics._retry import RetryPolicy
+from journy_analytics._scope import active_scope as _active_scope
 from journy_analytics._transport import HttpClient, Response, StdlibHttpClient
 from journy_analytics._types import FLUSH_TIMEOUT, Callback, _Default
 from journy_analytics._worker import Worker, WorkerConfig
@@ -219,6 +221,10 @@ class Analytics:
             raise _positional_call("identify", positional)
         if _getpid() != _fork_state.pid:
             _fork.check()
+        if (scope := _active_scope()) is not None:  # journy_analytics.scope(...): see _scope.py
+            user_id, anonymous_id, _, _, context = scope.fill(
+                user_id, anonymous_id, None, None, context
+            )
         self._enqueue(
             m.build_identify(
                 user_id=user_id,
@@ -250,6 +256,10 @@ class Analytics:
             raise _positional_call("group", positional)
         if _getpid() != _fork_state.pid:
             _fork.check()
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, group_id, _, context = scope.fill(
+                user_id, anonymous_id, group_id, None, context
+            )
         self._enqueue(
             m.build_group(
                 user_id=user_id,
@@ -283,6 +293,10 @@ class Analytics:
             raise _positional_call("track", positional)
         if _getpid() != _fork_state.pid:
             _fork.check()
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, group_id, properties, context = scope.fill(
+                user_id, anonymous_id, group_id, properties, context
+            )
         self._enqueue(
             m.build_track(
                 user_id=user_id,
@@ -318,6 +332,10 @@ class Analytics:
             raise _positional_call("page", positional)
         if _getpid() != _fork_state.pid:
             _fork.check()
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, group_id, properties, context = scope.fill(
+                user_id, anonymous_id, group_id, properties, context
+            )
         self._enqueue(
             m.build_page(
                 user_id=user_id,
@@ -354,6 +372,10 @@ class Analytics:
             raise _positional_call("screen", positional)
         if _getpid() != _fork_state.pid:
             _fork.check()
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, group_id, properties, context = scope.fill(
+                user_id, anonymous_id, group_id, properties, context
+            )
         self._enqueue(
             m.build_page(
                 user_id=user_id,
@@ -388,6 +410,10 @@ class Analytics:
             raise _positional_call("alias", positional)
         if _getpid() != _fork_state.pid:
             _fork.check()
+        if (scope := _active_scope()) is not None:
+            user_id, anonymous_id, _, _, context = scope.fill(
+                user_id, anonymous_id, None, None, context
+            )
         self._enqueue(
             m.build_alias(
                 user_id=user_id,
@@ -522,6 +548,31 @@ class Analytics:
         tb: Optional[TracebackType],
     ) -> None:
         self.close_and_flush()
+
+    # -- asyncio (the blocking work runs in a thread: see _aio.py) --------------------------
+
+    async def aflush(self, timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+        """``flush()`` for coroutines: awaits delivery without blocking the event loop.
+        Cancelling the awaiting task leaves the client as it was (delivery goes on)."""
+        return await _run_in_thread(self.flush, self._timeout(timeout), name="journy-aflush")
+
+    async def aclose(self, timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+        """``close_and_flush()`` for coroutines, without blocking the event loop. Cancelling
+        the awaiting task does not stop the close: the client ends up closed and flushed."""
+        return await _run_in_thread(
+            self.close_and_flush, self._timeout(timeout), name="journy-aclose"
+        )
+
+    async def __aenter__(self) -> Analytics:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()
 
     # -- errors and figures --------------------------------------------------------------
 

@@ -1,0 +1,131 @@
+"""Pieces every integration shares: which client, building it from a settings dict, flushing."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from journy_analytics import _default
+from journy_analytics.client import Analytics
+
+__all__ = ["RateLimitedLog", "client_from_settings", "flush", "import_string", "resolve"]
+
+logger = logging.getLogger("journy_analytics")
+
+_settings_lock = threading.Lock()
+_from_settings: Dict[Tuple[Tuple[str, Any], ...], Analytics] = {}
+
+
+def resolve(analytics: Optional[Analytics]) -> Analytics:
+    """The client an integration uses: the one it was given, else the module-level one."""
+    return analytics if analytics is not None else _default.default_client()
+
+
+def flush(analytics: Optional[Analytics], timeout: Optional[float]) -> bool:
+    """Flush the given client, else the module-level one if it was ever created (a process
+    that tracked nothing has nothing to flush and needs no write key)."""
+    if analytics is not None:
+        return analytics.flush(timeout)
+    return _default.flush(timeout)
+
+
+def import_string(value: Any, setting: str) -> Any:
+    """A callable or object given directly, or as a dotted path ``"package.module.name"``."""
+    if not isinstance(value, str):
+        return value
+    module_name, _, attr = value.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{setting}={value!r} must be a dotted path like 'myapp.analytics.who'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{setting}={value!r} cannot be imported: {exc}") from exc
+
+
+def client_from_settings(settings: Mapping[str, Any], *, source: str) -> Optional[Analytics]:
+    """The client a framework's settings dict describes.
+
+    ``analytics`` / ``client`` (an ``Analytics`` or a dotted path to one) is used as it is.
+    Otherwise, when the dict holds ``Analytics`` settings (``write_key``, ``host``, ...), one
+    client is built per process for those settings and installed as the module-level client,
+    so that the app's own ``journy_analytics.track(...)`` calls share it. With neither, None:
+    the module-level client, configured from the environment (``JOURNY_WRITE_KEY``, ...).
+
+    A client built before a fork (gunicorn ``--preload``) keeps working in each child: the
+    SDK gives a forked child its own worker thread and connections.
+    """
+    given = settings.get("analytics", settings.get("client"))
+    if given is not None:
+        client = import_string(given, f"{source}['analytics']")
+        if not isinstance(client, Analytics):
+            raise ValueError(
+                f"{source}['analytics'] must be a journy_analytics.Analytics, "
+                f"not {type(client).__name__}"
+            )
+        return client
+    options = {k: v for k, v in settings.items() if k not in _INTEGRATION_KEYS}
+    if not options:
+        return None
+    key = tuple(sorted((k, _hashable(v)) for k, v in options.items()))
+    with _settings_lock:
+        client = _from_settings.get(key)
+        if client is None or client.closed:
+            try:
+                client = Analytics(**options)
+            except TypeError as exc:
+                raise ValueError(f"{source}: {exc} (see the README's configuration table)") from exc
+            _from_settings[key] = client
+            _default.set_default_client(client)
+    return client
+
+
+# Keys of a settings dict that configure the integration, not the client.
+_INTEGRATION_KEYS = frozenset({"analytics", "client", "identify"})
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+class RateLimitedLog:
+    """Log a problem the first time, then at most once per ``interval`` with a count."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self._interval = interval
+        self._count = 0
+        self._logged_at = -interval
+        self._lock = threading.Lock()
+
+    def warning(self, message: str, *args: Any) -> None:
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._logged_at < self._interval:
+                return
+            self._logged_at = now
+            count = self._count
+        logger.warning(message + " (%d time(s) so far)", *args, count)
+
+
+def identify_result(
+    identify: Optional[Callable[..., Any]], arg: Any, defaults: Dict[str, Any]
+) -> Dict[str, Any]:
+    """``defaults`` updated with what the user's ``identify(arg)`` returned (a dict or None)."""
+    if identify is None:
+        return defaults
+    extra = identify(arg)
+    if extra is None:
+        return defaults
+    if not isinstance(extra, Mapping):
+        raise TypeError(
+            f"identify() must return a dict of scope arguments (user_id, anonymous_id, "
+            f"group_id, properties, context) or None, not {type(extra).__name__}"
+        )
+    return {**defaults, **extra}
