@@ -68,6 +68,8 @@ class WorkerConfig:
     owns_transport: bool
     spool_path: Optional[str] = None
     spool_commit_interval: float = 0.2
+    # Seconds put() waits for room in a full queue before dropping the event (0: never wait).
+    enqueue_timeout: float = 0.0
 
 
 class _Batch:
@@ -160,6 +162,10 @@ class Worker:
         self._abort = threading.Event()
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
+        # enqueue_timeout: callers waiting for room in a full queue. _take() and close()
+        # notify it; the counter lets them skip the notify when nobody waits.
+        self._room = threading.Condition(self._lock)
+        self._room_waiters = 0
         self._slots = threading.BoundedSemaphore(cfg.max_concurrent_requests)
         self._work: queue.SimpleQueue[Optional[_Batch]] = queue.SimpleQueue()
         self._batch_numbers = itertools.count()
@@ -244,8 +250,10 @@ class Worker:
             q = self._queue
             n = len(q)
         if n >= self._config.max_queue_size:
-            self._on_overflow(data, callback)
-            return False
+            if self._config.enqueue_timeout <= 0 or not self._wait_for_room():
+                self._on_overflow(data, callback)
+                return False
+            n = len(q)
         if n >= self._compact_after:
             # This event will wait: keep it in exactly its size. Events sent at once skip
             # the copy; their buffers are recycled as soon as the batch is out.
@@ -256,6 +264,27 @@ class Worker:
             self._wake.set()
         if self._dispatcher is None:
             self._start()
+        return True
+
+    def _wait_for_room(self) -> bool:
+        """enqueue_timeout: block the caller (back-pressure) until the dispatcher takes a
+        batch out of the full queue; False when the timeout passes or the client closes
+        first. A condition wait, woken by _take() and close(), never a poll."""
+        limit = self._config.max_queue_size
+        deadline = time.monotonic() + self._config.enqueue_timeout
+        self._wake.set()  # a full queue is a full batch: make sure the dispatcher is awake
+        if self._dispatcher is None:
+            self._start()
+        with self._room:
+            self._room_waiters += 1
+            try:
+                while len(self._queue) >= limit:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._stopping:
+                        return False
+                    self._room.wait(remaining)
+            finally:
+                self._room_waiters -= 1
         return True
 
     def _on_overflow(self, data: bytes, callback: Optional[Callback]) -> None:
@@ -453,6 +482,8 @@ class Worker:
             self._outstanding[batch.number] = batch
             self._taken += len(items)
             self._in_flight += len(items)
+            if self._room_waiters:
+                self._room.notify_all()
         return batch
 
     def _submit(self, batch: _Batch) -> None:
@@ -625,6 +656,7 @@ class Worker:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._lock:
             self._stopping = True
+            self._room.notify_all()  # callers waiting for room give up now (queue_full)
         settled = self.flush(timeout)
         if not settled:
             self._abort.set()

@@ -1,4 +1,4 @@
-"""The ``journy`` command: run the local collector, query it, and run the demo."""
+"""The ``journy`` command: run the local collector, query it, run the demo, import history."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, TextIO
+
+from journy_analytics._import._command import add_import_command, run_import_command
 
 __all__ = ["main"]
 
@@ -208,6 +210,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "and account profiles and the events as journy.io records them."
         ),
     )
+    add_import_command(sub)
     return parser
 
 
@@ -219,6 +222,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _collector(args)
     if command == "demo":
         return _demo()
+    if command == "import":
+        return run_import_command(args)
     return _query(command, args)
 
 

@@ -73,6 +73,7 @@ class Analytics:
         exit_flush_timeout: float = 5.0,
         retry_policy: Optional[RetryPolicy] = None,
         spool_commit_interval: float = 0.2,
+        enqueue_timeout: float = 0.0,
     ) -> None:
         if not isinstance(write_key, str) or not write_key.strip():
             raise ValueError(
@@ -97,6 +98,9 @@ class Analytics:
                 "spool must be a file path (str or os.PathLike), e.g. 'journy-spool.db'"
             )
         _positive_number("spool_commit_interval", spool_commit_interval)
+        # Back-pressure for backfills: an event method waits this long for room in a full
+        # queue before the event is dropped and reported as queue_full (0: never waits).
+        _positive_number("enqueue_timeout", enqueue_timeout, allow_zero=True)
         self._write_key = write_key
         self.host = host
         self.path = path
@@ -136,6 +140,7 @@ class Analytics:
             owns_transport=owns,
             spool_path=None if spool is None else os.fspath(spool),
             spool_commit_interval=float(spool_commit_interval),
+            enqueue_timeout=float(enqueue_timeout),
         )
         self._worker = Worker(self._config, self._emitter)
         _warn_plain_http(url)
@@ -162,6 +167,10 @@ class Analytics:
     @property
     def max_queue_size(self) -> int:
         return self._config.max_queue_size
+
+    @property
+    def enqueue_timeout(self) -> float:
+        return self._config.enqueue_timeout
 
     @property
     def gzip(self) -> bool:
