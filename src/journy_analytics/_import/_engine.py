@@ -28,12 +28,10 @@ from journy_analytics import _messages as m
 from journy_analytics._encoding import encode_event
 from journy_analytics._errors import ValidationError
 from journy_analytics._import._checkpoint import Checkpoint
-from journy_analytics._import._rows import Refusal, RowMapper
+from journy_analytics._import._rows import SKIPPED, Refusal, RowMapper
 
 __all__ = ["SKIPPED", "ImportReport", "Importer", "Reject", "RejectsWriter"]
 
-# A reader yields this for a row a checkpoint says is done: counted, not decoded.
-SKIPPED: Any = object()
 _EXAMPLES_PER_CODE = 5
 _CHECKPOINT_EVERY = 0.2  # seconds between checkpoint writes while rows settle
 _AUTH_STATUSES = frozenset({401, 403, 404})
@@ -435,7 +433,7 @@ class Importer:
             return
         low = self._low
         complete = final and self._read_all and self._stop is None and low == self._total
-        if low == self._saved_low and not complete:
+        if low == self._saved_low and not final:
             return
         if self.rejects is not None:
             # Refused rows below the checkpoint are on disk before the checkpoint says so.

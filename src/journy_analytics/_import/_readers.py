@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Tuple
 
 import orjson
 
-from journy_analytics._import._rows import Refusal
+from journy_analytics._import._rows import SKIPPED, Refusal
 
 __all__ = ["FORMATS", "Source", "detect_format"]
 
@@ -82,6 +82,7 @@ class Source:
                     continue
                 if skip:
                     skip -= 1
+                    yield line, SKIPPED
                     continue
                 try:
                     value = loads(text)
@@ -125,6 +126,7 @@ class Source:
                     continue
                 if skip:
                     skip -= 1
+                    yield start, SKIPPED
                     continue
                 if len(record) != width:
                     yield (
@@ -146,12 +148,16 @@ class Source:
             n = batch.num_rows
             if skip >= n:
                 skip -= n
-                row += n
+                for _ in range(n):
+                    row += 1
+                    yield row, SKIPPED
                 continue
             records = batch.to_pylist()
             if skip:
+                for _ in range(skip):
+                    row += 1
+                    yield row, SKIPPED
                 records = records[skip:]
-                row += skip
                 skip = 0
             for record in records:
                 row += 1

@@ -24,6 +24,7 @@ from journy_analytics._encoding import _FAST_OPTIONS, _default, to_jsonable
 from journy_analytics._errors import ValidationError
 
 __all__ = [
+    "SKIPPED",
     "TYPES",
     "Refusal",
     "RowMapper",
@@ -31,6 +32,8 @@ __all__ = [
     "parse_mapping",
 ]
 
+# A reader yields this for a row a checkpoint says is done: counted, never decoded.
+SKIPPED: Any = object()
 TYPES = ("identify", "group", "track", "page", "screen", "alias")
 
 # Top-level wire fields a row may carry, and the builder keyword each one feeds.
@@ -74,6 +77,9 @@ _KEYWORDS: Dict[str, Tuple[Tuple[str, ...], Optional[str]]] = {
     "screen": (("name", "category", "properties", "group_id"), "properties"),
     "alias": (("previous_id",), None),
 }
+# Wire fields that are also everyday column names: where the call does not take them, they
+# are data (traits.name, properties.category) rather than a mistake.
+_PLAIN_WORDS = ("name", "category")
 _COMMON = ("user_id", "anonymous_id", "timestamp", "context", "integrations")
 _OBJECTS = frozenset({"properties", "traits", "context", "integrations"})
 _CANONICAL = _FAST_OPTIONS | orjson.OPT_SORT_KEYS
@@ -199,6 +205,10 @@ class RowMapper:
         original = fields.pop("_original_timestamp", None)
         if "timestamp" not in fields and original is not None:
             fields["timestamp"] = original
+        for word in _PLAIN_WORDS:
+            if word in fields and word not in own and extra_goes_to is not None:
+                # A "name" column of a users export is a trait, not a page name.
+                fields.setdefault("_extra", {})[word] = fields.pop(word)
         extra = fields.pop("_extra", None)
         if extra:
             if extra_goes_to is None:
