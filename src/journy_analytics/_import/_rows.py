@@ -82,6 +82,13 @@ _KEYWORDS: Dict[str, Tuple[Tuple[str, ...], Optional[str]]] = {
 _PLAIN_WORDS = ("name", "category")
 _COMMON = ("user_id", "anonymous_id", "timestamp", "context", "integrations")
 _OBJECTS = frozenset({"properties", "traits", "context", "integrations"})
+_WIRE_KEYS = frozenset(_WIRE)
+_KEYWORD_TO_WIRE = {keyword: wire for wire, keyword in _WIRE.items()}
+# Per type, the wire fields a row of that type may carry (its type is already popped).
+_ALLOWED = {
+    kind: frozenset(_KEYWORD_TO_WIRE[k] for k in (*own, *_COMMON, "message_id"))
+    for kind, (own, _) in _KEYWORDS.items()
+}
 _CANONICAL = _FAST_OPTIONS | orjson.OPT_SORT_KEYS
 # uuid.NAMESPACE_URL-style namespace of our own: ids are uuid5(namespace, canonical event).
 _NAMESPACE = bytes.fromhex("6a6f75726e792d696d706f72742d7631")  # b"journy-import-v1"
@@ -129,12 +136,13 @@ def _missing(value: Any) -> bool:
 
 
 def content_message_id(canonical: bytes) -> str:
-    """``str(uuid.uuid5(namespace, canonical))``, formatted without building a UUID object."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE + canonical).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """``str(uuid.uuid5(namespace, canonical))``, formatted without building a UUID object:
+    the version nibble is 5, the variant's top bits are 10."""
+    h = hashlib.sha1(_NAMESPACE + canonical).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def _canonical(fields: Dict[str, Any]) -> bytes:
@@ -188,9 +196,13 @@ class RowMapper:
 
     def call(self, row: Any) -> Tuple[str, Dict[str, Any]]:
         """``(type, kwargs)`` with a ``message_id``; raises Refusal."""
-        if not isinstance(row, Mapping):
+        if type(row) is not dict and not isinstance(row, Mapping):
             raise Refusal("not_an_object", f"a row must be an object, not {type(row).__name__}")
-        fields = self._fields(row)
+        if not self.mapping and _WIRE_KEYS.issuperset(row):
+            # The common case (a Segment-spec row): one pass, no per-column decisions.
+            fields = {k: v for k, v in row.items() if v is not None and v != ""}
+        else:
+            fields = self._fields(row)
         kind = fields.pop("type", None) or self.default_type
         if kind is None:
             kind = "track" if "event" in fields else None
@@ -223,33 +235,28 @@ class RowMapper:
             elif isinstance(target, Mapping):
                 fields[extra_goes_to] = {**extra, **target}
         for key in _OBJECTS:
-            value = fields.get(key)
-            if isinstance(value, str):
-                fields[key] = _json_object(value, key)
-        if "timestamp" in fields:
+            if type(fields.get(key)) is str:
+                fields[key] = _json_object(fields[key], key)
+        timestamp = fields.get("timestamp")
+        if timestamp is not None:
             try:
-                fields["timestamp"] = m.format_timestamp(fields["timestamp"])
+                fields["timestamp"] = m.format_timestamp(timestamp)
             except ValidationError as exc:
                 raise Refusal("invalid", str(exc)) from None
-        allowed = {*own, *_COMMON, "message_id"}
-        kwargs: Dict[str, Any] = {}
-        for wire, value in fields.items():
-            keyword = _WIRE[wire]
-            if keyword == "type":
-                continue
-            if keyword not in allowed:
-                raise Refusal("invalid", f"{kind} takes no {wire!r} field")
-            kwargs[keyword] = value
-        if "message_id" not in kwargs:
+        if not _ALLOWED[kind].issuperset(fields):
+            wrong = sorted(set(fields) - _ALLOWED[kind])
+            raise Refusal("invalid", f"{kind} takes no {', '.join(map(repr, wrong))} field")
+        kwargs = {_WIRE[wire]: value for wire, value in fields.items()}
+        message_id = kwargs.get("message_id")
+        if message_id is None:
             fields["type"] = kind
-            fields.pop("messageId", None)
             try:
                 canonical = _canonical(fields)
             except ValidationError as exc:
                 raise Refusal("invalid", str(exc)) from None
             kwargs["message_id"] = content_message_id(canonical)
-        elif not isinstance(kwargs["message_id"], str):
-            kwargs["message_id"] = str(kwargs["message_id"])
+        elif type(message_id) is not str:
+            kwargs["message_id"] = str(message_id)
         return kind, kwargs
 
 
