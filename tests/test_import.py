@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, List
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from journy_analytics import Analytics, bulk
 from journy_analytics._import._engine import _CHECKPOINT_EVERY
@@ -350,3 +352,24 @@ def test_mapping_errors_are_actionable() -> None:
         bulk.send([], dry_run=True, mapping={"user": "user_id"})
     with pytest.raises(ValueError, match="write_key"):
         bulk.send([])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=dt.datetime(1000, 1, 1), max_value=dt.datetime(9999, 12, 31)))
+def test_a_timestamp_already_in_wire_form_is_kept_exactly_as_the_general_path_writes_it(
+    moment: dt.datetime,
+) -> None:
+    from journy_analytics._messages import format_timestamp
+
+    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    expected = format_timestamp(moment)  # a datetime takes the general path
+    assert format_timestamp(expected) == expected
+    assert format_timestamp(expected[:19] + "Z") == expected[:19] + ".000Z"
+
+
+def test_a_wire_form_timestamp_that_is_no_date_is_refused() -> None:
+    report = bulk.send(
+        [{"type": "track", "userId": "u", "event": "E", "timestamp": "2021-02-30T00:00:00Z"}],
+        dry_run=True,
+    )
+    assert report.refused == {"invalid": 1}
