@@ -82,7 +82,21 @@ def test_waiting_burns_no_cpu() -> None:
 
 
 def test_close_and_flush_wakes_a_waiting_caller() -> None:
-    client = _stuck_client(enqueue_timeout=60.0)
+    # The server is down: the first batch waits to be retried, and while it does the full
+    # queue is not drained, not even by close_and_flush() (it gives up after its timeout).
+    client = Analytics(
+        "k",
+        host=f"http://127.0.0.1:{_closed_port()}",
+        max_queue_size=5,
+        max_events_in_batch=5,
+        flush_interval=0.01,
+        enqueue_timeout=60.0,
+    )
+    _loop(client, 5)
+    deadline = time.monotonic() + 10
+    while client.stats()["queued"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the first attempt failed: the batch is parked
     _loop(client, 5)
     outcome: List[Any] = []
     waiting = threading.Thread(
@@ -98,6 +112,15 @@ def test_close_and_flush_wakes_a_waiting_caller() -> None:
     waiting.join(timeout=10)
     assert not waiting.is_alive(), "close_and_flush() left a caller waiting for room"
     assert len(outcome) == 1 and getattr(outcome[0], "code", None) in ("queue_full", "closed")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
 @pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "5", True])
