@@ -377,3 +377,35 @@ def test_a_wire_form_timestamp_that_is_no_date_is_refused() -> None:
         dry_run=True,
     )
     assert report.refused == {"invalid": 1}
+
+
+def test_progress_bar_and_plain_lines_show_rate_and_eta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from journy_analytics._import import _progress
+    from journy_analytics._import._engine import ImportReport
+    from journy_analytics._import._readers import Source
+
+    path = _write_jsonl(tmp_path / "e.jsonl", [_event(i) for i in range(100)])
+    source = Source(str(path))
+    source.position = source.size // 4  # a quarter of the file read
+
+    class Running:
+        started = time.monotonic() - 2.0
+        report = ImportReport(rows_read=25, delivered=20)
+
+    if _progress._tqdm() is not None:
+        out = io.StringIO()
+        bar = _progress.Progress([source], "bar", out)
+        bar(Running())
+        bar.close()
+        text = out.getvalue()
+        assert "25%" in text and "/100 " in text and "rows/s" in text and "delivered 20" in text
+    monkeypatch.setattr(_progress, "_PLAIN_EVERY", 0.0)
+    out = io.StringIO()
+    plain = _progress.Progress([source], "plain", out)
+    plain(Running())
+    line = out.getvalue()
+    assert "25 of ~100 rows" in line and "rows/s" in line and "ETA 0:00:0" in line
