@@ -200,7 +200,10 @@ class RowMapper:
             raise Refusal("not_an_object", f"a row must be an object, not {type(row).__name__}")
         if not self.mapping and _WIRE_KEYS.issuperset(row):
             # The common case (a Segment-spec row): one pass, no per-column decisions.
-            fields = {k: v for k, v in row.items() if v is not None and v != ""}
+            fields = dict(row)
+            values = fields.values()
+            if None in values or "" in values:
+                fields = {k: v for k, v in fields.items() if v is not None and v != ""}
         else:
             fields = self._fields(row)
         kind = fields.pop("type", None) or self.default_type
