@@ -34,6 +34,7 @@ __all__ = ["SKIPPED", "ImportReport", "Importer", "Reject", "RejectsWriter"]
 
 _EXAMPLES_PER_CODE = 5
 _CHECKPOINT_EVERY = 0.2  # seconds between checkpoint writes while rows settle
+_BOUNCE_WAIT = 0.02  # the client's queue was full: retry that often (woken earlier by deliveries)
 _AUTH_STATUSES = frozenset({401, 403, 404})
 _BUILDERS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "identify": m.build_identify,
@@ -274,9 +275,8 @@ class Importer:
         status = getattr(error, "status", None)
         if code == "queue_full":
             # Not the row's fault: the client's queue is shared or smaller than our window.
-            # Send it again once there is room.
+            # Still unsettled (it counts against the window); sent again once there is room.
             with self._lock:
-                self._done += 1
                 self._requeue.append((index, file, line, message))
                 self._changed.notify()
             return
@@ -387,44 +387,48 @@ class Importer:
                 report.stopped = self._stop
         self._tick(final=True)
 
-    def _resend_requeued(self) -> None:
+    def _resend_requeued(self) -> bool:
+        """Hand the rows the client's full queue bounced back over again (they are still
+        counted in flight). False when every one bounced straight back: wait a little."""
         with self._lock:
             pending, self._requeue = self._requeue, []
         for i, name, line, message in pending:
             kind, kwargs = self._replay.call(message)
-            self._handed += 1
             getattr(self.analytics, kind)(
                 callback=functools.partial(self._on_result, i, name, line), **kwargs
             )
+        with self._lock:
+            return len(self._requeue) < len(pending)
+
+    def _wait_until(self, more_room: Callable[[], bool]) -> None:
+        """One wait for a delivery (woken by the callbacks), re-sending bounced rows first."""
+        if self._requeue and self._resend_requeued():
+            return
+        with self._changed:
+            if not more_room() and self._stop is None:
+                self._changed.wait(_BOUNCE_WAIT if self._requeue else _CHECKPOINT_EVERY)
+        self._tick()
 
     def _wait_for_room(self) -> None:
-        while self._handed - self._done >= self.window and self._stop is None:
-            with self._changed:
-                if self._handed - self._done >= self.window and not self._requeue:
-                    self._changed.wait(_CHECKPOINT_EVERY)
-            if self._requeue:
-                self._resend_requeued()
-            self._tick()
+        def room() -> bool:
+            return self._handed - self._done < self.window
+
+        while not room() and self._stop is None:
+            self._wait_until(room)
 
     def _drain(self) -> None:
         """Everything is handed over: wait until every row is settled (or the run stops)."""
-        analytics = self.analytics
-        while self._stop is None:
-            if self._requeue:
-                self._resend_requeued()
-            if self._handed == self._done and not self._requeue:
-                break
+
+        def settled() -> bool:
+            return self._handed == self._done
+
+        while self._stop is None and not settled():
             # Partial batches go now rather than after flush_interval; returns at once.
-            analytics.flush(timeout=0.0)
-            with self._changed:
-                if self._handed != self._done and not self._requeue and self._stop is None:
-                    self._changed.wait(_CHECKPOINT_EVERY)
-            self._tick()
+            self.analytics.flush(timeout=0.0)
+            self._wait_until(settled)
 
     def _tick(self, final: bool = False) -> None:
         now = time.monotonic()
-        if self._requeue and not final:
-            self._resend_requeued()
         if self.progress is not None:
             self.progress(self)
         if self.checkpoint is None or self.dry_run:
