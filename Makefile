@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
+	$(BIN)/python -m pip install --quiet "pyspark>=3.5"
 	JOURNY_SOAK=1 $(BIN)/python -m pytest -m slow
 
 clean:

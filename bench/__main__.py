@@ -31,8 +31,9 @@ DOCS = os.path.join(ROOT, "docs", "benchmarks.md")
 PY_SDKS = ["ours", "segment", "rudder", "posthog"]
 # "enrich" and "redact": ours with one plugin registered (the call cost of the plugin chain).
 # "scope": ours with every track() inside a journy_analytics.scope (ids from the scope).
+# "import": journy import of a 1,000,000-line JSONL file against segment's obvious loop.
 PLUGIN_ROWS = ("enrich", "redact")
-ALL_NAMES = [*PY_SDKS, "node", "ours15", "spool", *PLUGIN_ROWS, "scope", "floor", "raw"]
+ALL_NAMES = [*PY_SDKS, "node", "ours15", "spool", *PLUGIN_ROWS, "scope", "floor", "raw", "import"]
 RUN_TIMEOUT = 300.0
 
 # Event counts: (full, --quick)
@@ -43,6 +44,7 @@ COUNTS = {
     "memory": (100_000, 100_000),  # queued with the server unreachable
     "floor": (100_000, 20_000),
     "sink": (3_000, 1_000),  # requests of 100 events for the sink check
+    "import": (1_000_000, 200_000),  # JSONL lines for the import row
 }
 
 
@@ -195,6 +197,8 @@ def run_py(sdk: str, scenario: str, url: str, n: int, batch: int, **kw: Any) -> 
         cmd += ["--plugin", kw["plugin"]]
     if kw.get("scope"):
         cmd.append("--scope")
+    if kw.get("file"):
+        cmd += ["--file", kw["file"]]
     return run_child(cmd, ROOT)
 
 
@@ -305,7 +309,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument(
         "--only",
         default="",
-        help="comma-separated subset of: " + ",".join(ALL_NAMES) + " (ours is always run)",
+        help="comma-separated subset of: "
+        + ",".join(ALL_NAMES)
+        + " (ours is always run, except with --only import)",
     )
     p.add_argument("--no-node", action="store_true", help="skip @segment/analytics-node")
     p.add_argument("--no-npm", action="store_true", help="do not run npm ci when missing")
@@ -323,7 +329,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = [n for n in names if n not in ALL_NAMES]
     if unknown:
         p.error(f"unknown --only names: {unknown}")
-    if "ours" not in names:
+    if "ours" not in names and names != ["import"]:
         names.insert(0, "ours")
     if a.no_node and "node" in names:
         names.remove("node")
@@ -378,10 +384,30 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return run_node("memory", dead, n_mem, 100, 3600.0)
             return run_py(name, "memory", dead, n_mem, 100, flush_interval=3600.0)
 
+        def backfill() -> Dict[str, Any]:
+            """The import row: one generated JSONL file, journy import vs a segment loop."""
+            n = count("import")
+            d = tempfile.mkdtemp(prefix="journy-bench-")
+            try:
+                path = os.path.join(d, "history.jsonl")
+                from bench.workload import write_import_file
+
+                write_import_file(path, n)
+                out: Dict[str, Any] = {}
+                for sdk in ("ours", "segment"):
+                    sink.reset()
+                    res = run_py(sdk, "import", sink.url, n, 100, file=path)
+                    out[sdk] = verify(res, sink, n)
+                return out
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+
         for name in names:
             t0 = time.perf_counter()
             r: Dict[str, Any] = {}
-            if name == "floor":
+            if name == "import":
+                r = backfill()
+            elif name == "floor":
                 r["main"] = run_py("floor", "deliver", sink.url, count("floor"), 100)
             elif name == "raw":
                 r["main"] = deliver("raw", n_main * 2, 100)
@@ -410,6 +436,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "slow_50ms": n_slow,
                 "memory_queued": n_mem,
                 "floor": count("floor"),
+                "import_lines": count("import"),
             },
             "flush_interval_s": 0.5,
             "gzip": False,

@@ -181,6 +181,24 @@ def targets(doc: Dict[str, Any]) -> List[Tuple[str, str, Optional[bool]]]:
         3,
         False,
     )
+    imported = (res.get("import") or {}).get("ours") or {}
+    if imported:
+        eps, rss = _num(imported.get("throughput_eps")), _num(imported.get("peak_rss"))
+        ok = imported.get("delivered_ok")
+        out.append(
+            (
+                "import: >= 40,000 events/s from a JSONL file, every event delivered",
+                "n/a" if eps is None else f"{eps:,.0f}/s",
+                None if eps is None else bool(eps >= 40_000 and ok),
+            )
+        )
+        out.append(
+            (
+                "import: peak RSS < 200 MB",
+                "n/a" if rss is None else f"{rss / 1e6:,.0f} MB",
+                None if rss is None else rss < 200e6,
+            )
+        )
     ours_runs = [
         v for k, v in (res.get("ours") or {}).items() if k != "memory" and isinstance(v, dict)
     ]
@@ -190,6 +208,26 @@ def targets(doc: Dict[str, Any]) -> List[Tuple[str, str, Optional[bool]]]:
     else:
         out.append(("every event delivered (unique ids at the sink)", "n/a", None))
     return out
+
+
+def import_lines(doc: Dict[str, Any]) -> List[str]:
+    """The import row: journy import vs the obvious segment loop over the same file."""
+    runs = doc["results"].get("import") or {}
+    lines = []
+    for sdk, label in (("ours", "journy import"), ("segment", "segment loop")):
+        r = runs.get(sdk)
+        if not r:
+            continue
+        if "error" in r or "skipped" in r:
+            lines.append(f"{label}: {r.get('error') or r.get('skipped')}")
+            continue
+        sink = r.get("sink") or {}
+        lines.append(
+            f"{label}: {r['throughput_eps']:,.0f} events/s, peak RSS "
+            f"{r['peak_rss'] / 1e6:,.0f} MB, CPU {r['cpu_seconds']:.1f} s, "
+            f"{sink.get('unique', 0):,} of {r['events']:,} events at the sink"
+        )
+    return lines
 
 
 def _grid(doc: Dict[str, Any], md: bool) -> List[List[str]]:
@@ -223,6 +261,11 @@ def render_text(doc: Dict[str, Any]) -> str:
             lines.append(f"note: {row['label']}: {note}")
     for note in doc.get("notes", []):
         lines.append(f"note: {note}")
+    imported = import_lines(doc)
+    if imported:
+        lines.append("")
+        lines.append("import (a JSONL file of historical events to the sink):")
+        lines.extend(f"  {line}" for line in imported)
     lines.append("")
     lines.append("targets (issue 4):")
     for desc, measured, ok in targets(doc):
@@ -255,6 +298,12 @@ def render_markdown(doc: Dict[str, Any]) -> str:
             f"Sink check: {sc['achieved_eps']:,.0f} events/s from one raw client, sink capacity "
             f"{sc['capacity_eps']:,.0f} events per sink CPU-second."
         )
+    imported = import_lines(doc)
+    if imported:
+        out.append("")
+        out.append("Import (a JSONL file of historical events to the sink, `journy import`):")
+        out.append("")
+        out.extend(f"- {line}" for line in imported)
     out.append("")
     out.append("| target (issue 4) | measured | met |")
     out.append("|:--|--:|:--|")

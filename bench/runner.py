@@ -9,6 +9,11 @@ Prints one line ``RESULT {json}`` on stdout. Scenarios:
   RSS growth per queued event. The process exits with ``os._exit`` without draining.
 
 ``--plugin enrich|redact`` registers one plugin on ours (SuperProperties or Redact).
+- ``import``: a backfill of the JSONL file ``--file`` (one Segment-spec event a line).
+  ours: ``journy import FILE`` in a child process (its peak RSS and CPU are the child's);
+  segment: the obvious user loop (``json.loads`` each line, ``track()`` it, ``flush()``),
+  default settings but the host. Reports events/s (start to last event delivered), CPU
+  seconds and peak RSS.
 
 SDK names: ours, segment, rudder, posthog, floor (build the event dict, orjson.dumps, deque.append),
 raw (single thread: build, orjson encode, join, POST each batch over one keep-alive connection).
@@ -419,10 +424,68 @@ def run_memory(a: argparse.Namespace) -> Dict[str, Any]:
     }
 
 
+def run_import(a: argparse.Namespace) -> Dict[str, Any]:
+    import subprocess
+    import tempfile
+
+    n = a.n
+    t0 = time.perf_counter()
+    if a.sdk == "ours":
+        journy = os.path.join(os.path.dirname(sys.executable), "journy")
+        with tempfile.TemporaryDirectory(prefix="journy-bench-import-") as cwd:
+            p = subprocess.run(
+                [journy, "import", a.file, "--host", a.url, "--progress", "none"],
+                cwd=cwd,
+                env={**os.environ, "JOURNY_WRITE_KEY": WRITE_KEY},
+                capture_output=True,
+                text=True,
+            )
+        total = time.perf_counter() - t0
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if p.returncode != 0:
+            raise RuntimeError(f"journy import exited {p.returncode}: {p.stderr[-300:]}")
+        return {
+            "events": n,
+            "total_seconds": total,
+            "throughput_eps": n / total,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "peak_rss": usage.ru_maxrss * 1024,
+            "info": {"report": p.stdout.strip().splitlines()},
+        }
+    if a.sdk != "segment":
+        raise Skip("the import scenario runs ours and segment only")
+    import datetime as dt
+    import json
+
+    import segment.analytics as sa
+
+    client = sa.Client(WRITE_KEY, host=a.url)
+    track = client.track
+    fromiso = dt.datetime.fromisoformat
+    cpu0 = cpu_seconds()
+    with open(a.file) as f:
+        for line in f:
+            e = json.loads(line)
+            ts = fromiso(e["timestamp"].replace("Z", "+00:00"))
+            track(e["userId"], e["event"], e["properties"], timestamp=ts)
+    client.flush()
+    client.join()
+    total = time.perf_counter() - t0
+    return {
+        "events": n,
+        "total_seconds": total,
+        "throughput_eps": n / total,
+        "cpu_seconds": cpu_seconds() - cpu0,
+        "peak_rss": peak_rss_bytes(),
+        "info": {"queue_size": client.queue.qsize()},
+    }
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.runner")
     p.add_argument("sdk", choices=sorted(ADAPTERS))
-    p.add_argument("scenario", choices=["deliver", "memory"])
+    p.add_argument("scenario", choices=["deliver", "memory", "import"])
+    p.add_argument("--file", default=None, help="import: the JSONL file")
     p.add_argument("--url", required=True)
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=100)
@@ -443,6 +506,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if a.scenario == "deliver":
             result.update(run_deliver(a))
+        elif a.scenario == "import":
+            result.update(run_import(a))
         else:
             result.update(run_memory(a))
         result["version"] = package_version(a.sdk)

@@ -46,3 +46,24 @@ def summarize_ns(lat_ns: Any) -> Dict[str, float]:
 def cpu_seconds() -> float:
     """Process CPU time (user + system, every thread)."""
     return time.process_time()
+
+
+def write_import_file(path: str, n: int) -> None:
+    """The import workload: ``n`` JSONL lines, one historical track event each (the same
+    users, event and properties as every other scenario, a timestamp 7 s apart from 2020)."""
+    import orjson
+
+    base = 1_600_000_000
+    with open(path, "wb") as f:
+        write = f.write
+        dumps = orjson.dumps
+        for i in range(n):
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(base + 7 * i))
+            event = {
+                "type": "track",
+                "userId": USER_IDS[i % N_USERS],
+                "event": EVENT,
+                "timestamp": stamp,
+                "properties": make_props(i),
+            }
+            write(dumps(event) + b"\n")

@@ -30,7 +30,7 @@ from journy_analytics._queue import EventQueue
 from journy_analytics._retry import RetryPolicy
 from journy_analytics._senders import SenderPool
 from journy_analytics._transport import HttpClient
-from journy_analytics._types import Batch, Callback, Cause
+from journy_analytics._types import Batch, Callback, Cause, Item
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -55,6 +55,8 @@ class WorkerConfig:
     # A transport the user gave us is theirs: we neither rebuild it after fork nor close it.
     owns_transport: bool
     exit_flush_timeout: float = 5.0
+    # Seconds put() waits for room in a full client before dropping (0: never waits).
+    enqueue_timeout: float = 0.0
     spool_path: Optional[str] = None
     spool_commit_interval: float = 0.2
 
@@ -131,6 +133,8 @@ class Worker:
         self._flush_target = 0
         self._replayed_into_queue = 0
         self._eager_deadline: Optional[float] = None
+        # Callers waiting for room (enqueue_timeout); while any does, batches go at once.
+        self._room_waiters = 0
 
     def _replay(self) -> None:
         leftovers = self._journal.open()
@@ -174,7 +178,10 @@ class Worker:
 
     def put(self, data: bytes, callback: Optional[Callback]) -> bool:
         """Queue one event; False if it was dropped at once (full, or the client closed)."""
-        queued = self._queue.put(data if callback is None else (data, callback))
+        item: Item = data if callback is None else (data, callback)
+        queued = self._queue.put(item)
+        if not queued and self._config.enqueue_timeout > 0:
+            queued = self._wait_for_room(item)
         if not queued:
             self._outcomes.overflow(data, callback)
             self._wake.set()  # the dispatcher reports it
@@ -188,6 +195,32 @@ class Worker:
         if self._eager_deadline is not None:
             self.flush(max(0.0, self._eager_deadline - time.monotonic()))
         return queued
+
+    def _wait_for_room(self, item: Item) -> bool:
+        """Back-pressure (``enqueue_timeout``): wait until the events held in memory drop
+        below ``max_queue_size``, then queue. A condition wait (the outcomes notify it
+        whenever a batch settles, close notifies it too), never a poll. False when the
+        timeout passes or the client closes first."""
+        deadline = time.monotonic() + self._config.enqueue_timeout
+        queue, outcomes = self._queue, self._outcomes
+        if self._dispatcher is None:
+            self._start()
+        with self._lock:
+            self._room_waiters += 1
+        try:
+            while True:
+                self._wake.set()  # a waiting caller makes every batch urgent
+                with outcomes.settled:
+                    while len(queue) + outcomes.in_flight >= queue.max_size:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or self._stopping:
+                            return False
+                        outcomes.settled.wait(remaining)
+                if queue.put(item):
+                    return True
+        finally:
+            with self._lock:
+                self._room_waiters -= 1
 
     def _start(self) -> None:
         with self._lock:
@@ -264,7 +297,7 @@ class Worker:
         with self._lock:
             due_target = self._flush_target
             taken = queue.next_position
-            hurry = self._stopping or self._eager_deadline is not None
+            hurry = self._stopping or self._eager_deadline is not None or self._room_waiters > 0
         if n < queue.batch_size and taken >= due_target and not hurry:
             oldest = self._oldest if self._oldest is not None else now
             self._oldest = oldest
@@ -387,6 +420,7 @@ class Worker:
         """
         with self._lock:
             self._stopping = True
+            self._outcomes.settled.notify_all()  # callers waiting for room give up now
         if self._in_worker_thread():
             # From a callback or handler: this thread cannot wait for itself. Nothing is
             # dropped; the dispatcher finishes the work and then stops.

@@ -1,4 +1,4 @@
-"""The ``journy`` command: run the local collector, query it, and run the demo."""
+"""The ``journy`` command: run the local collector, query it, run the demo, import history."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, TextIO
+
+from journy_analytics._import._command import add_import_command, run_import_command
 
 __all__ = ["main"]
 
@@ -243,6 +245,7 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit after printing instead of serving the inspector",
     )
+    add_import_command(sub)
     return parser
 
 
@@ -255,6 +258,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _collector(args)
         if command == "demo":
             return _demo(args.port, serve=not args.no_serve)
+        if command == "import":
+            return run_import_command(args)
         return _query(command, args)
     except BrokenPipeError:
         # The reader went away (`journy events --all | head -1`): nothing left to say.

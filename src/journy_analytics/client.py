@@ -84,6 +84,7 @@ class Analytics:
         exit_flush_timeout: float = 5.0,
         retry_policy: Optional[RetryPolicy] = None,
         spool_commit_interval: float = 0.2,
+        enqueue_timeout: float = 0.0,
     ) -> None:
         if not isinstance(write_key, str) or not write_key.strip():
             raise ValueError(
@@ -110,6 +111,9 @@ class Analytics:
                 "spool must be a file path (str or os.PathLike), e.g. 'journy-spool.db'"
             )
         _positive_number("spool_commit_interval", spool_commit_interval)
+        # Back-pressure for backfills: an event method waits this long for room in a full
+        # queue before the event is dropped and reported as queue_full (0: never waits).
+        _positive_number("enqueue_timeout", enqueue_timeout, allow_zero=True)
         self.host = host
         self.path = path
         self.disable = bool(disable)
@@ -150,6 +154,7 @@ class Analytics:
             exit_flush_timeout=float(exit_flush_timeout),
             spool_path=None if spool is None else os.fspath(spool),
             spool_commit_interval=float(spool_commit_interval),
+            enqueue_timeout=float(enqueue_timeout),
         )
         self._worker = Worker(self._config, self._emitter)
         # Garbage collected without close_and_flush(): the worker delivers what it holds
@@ -184,6 +189,10 @@ class Analytics:
     @property
     def max_queue_size(self) -> int:
         return self._config.max_queue_size
+
+    @property
+    def enqueue_timeout(self) -> float:
+        return self._config.enqueue_timeout
 
     @property
     def gzip(self) -> bool:

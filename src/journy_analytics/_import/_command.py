@@ -1,0 +1,207 @@
+"""``journy import FILE...``: the command line of the backfill (see docs/import.md).
+
+Exit status: 0 every row delivered (or valid, with ``--dry-run``); 1 the input was read to
+its end but some rows were refused; 3 the import stopped early (the server unreachable or
+refusing the write key): run the same command again to resume; 130 interrupted (Ctrl-C),
+resumable too; 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from typing import Any, List, Tuple
+
+from journy_analytics._import._checkpoint import Checkpoint
+from journy_analytics._import._engine import Rows, execute
+from journy_analytics._import._progress import Progress
+from journy_analytics._import._readers import FORMATS, Source
+from journy_analytics._import._rows import TYPES, RowMapper, parse_mapping
+
+__all__ = ["add_import_command", "run_import_command"]
+
+_KEY_ENV = "JOURNY_WRITE_KEY"
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_STOPPED = 3
+EXIT_INTERRUPTED = 130
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def add_import_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "import",
+        help="import history (JSONL, CSV, Parquet) into journy.io: resumable, idempotent",
+        description=(
+            "Send every row of the files as a journy.io event, as fast as the server takes "
+            "them. Rows without a messageId get one derived from their content, so importing "
+            "the same rows again creates no duplicates. After a crash, run the same command "
+            "in the same directory to resume (checkpoint: ./.journy-import/). "
+            "See docs/import.md."
+        ),
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help=".jsonl/.ndjson, .csv or .parquet")
+    p.add_argument(
+        "--write-key",
+        default=os.environ.get(_KEY_ENV),
+        help=f"journy.io write key (default: ${_KEY_ENV}; the environment keeps it out of ps)",
+    )
+    p.add_argument(
+        "--host", default="https://analyze.journy.io", help="base URL (default: journy.io)"
+    )
+    p.add_argument("--path", default="/backend/v1/batch", help="batch path")
+    p.add_argument("--format", choices=FORMATS, help="input format (default: from the name)")
+    p.add_argument(
+        "--map",
+        dest="mapping",
+        metavar="WIRE=COLUMN,...",
+        help="name the columns of flat rows, e.g. userId=user_id,event=action,timestamp=created_at"
+        " (other columns become properties or traits)",
+    )
+    p.add_argument("--type", dest="default_type", choices=TYPES, help="type of rows without one")
+    p.add_argument("--rejects", metavar="FILE", help="write each refused row here (JSON lines)")
+    p.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
+    p.add_argument("--rate", type=_positive_float, metavar="N", help="at most N events a second")
+    p.add_argument(
+        "--restart", action="store_true", help="ignore the checkpoint and start from row 1"
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        default=".",
+        metavar="DIR",
+        help="where .journy-import/ (the checkpoints) lives (default: the current directory)",
+    )
+    p.add_argument(
+        "--window",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="rows in flight at most (memory and what a crash may re-send; default: 10000)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "plain", "none"),
+        default="auto",
+        help="auto: a bar on a terminal (with the import extra), a line every 5 s otherwise",
+    )
+
+
+def _identity(args: argparse.Namespace, sources: List[Source]) -> Tuple[dict[str, Any], Any]:
+    inputs = [[os.path.abspath(s.path), s.size, s.mtime_ns] for s in sources]
+    identity = {
+        "inputs": inputs,
+        "format": args.format,
+        "map": args.mapping,
+        "type": args.default_type,
+        "endpoint": args.host.rstrip("/") + args.path,
+        # A hash: the key itself is never written anywhere.
+        "key": hashlib.sha256(args.write_key.encode()).hexdigest(),
+    }
+    describe = {
+        "inputs": [i[0] for i in inputs],
+        "map": args.mapping,
+        "type": args.default_type,
+        "endpoint": identity["endpoint"],
+    }
+    return identity, describe
+
+
+def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
+    out = out or sys.stdout
+    err = sys.stderr
+    if not args.dry_run and not args.write_key:
+        print(
+            f"journy import: pass --write-key KEY or set ${_KEY_ENV} (or use --dry-run)",
+            file=err,
+        )
+        return EXIT_USAGE
+    try:
+        mapper = RowMapper(parse_mapping(args.mapping), args.default_type)
+        sources = [Source(path, args.format) for path in args.files]
+    except (ValueError, OSError) as exc:
+        print(f"journy import: {exc}", file=err)
+        return EXIT_USAGE
+    from journy_analytics.bulk import import_client
+
+    analytics = None
+    checkpoint = None
+    if not args.dry_run:
+        try:
+            analytics = import_client(args.write_key, args.host, path=args.path, window=args.window)
+        except ValueError as exc:
+            print(f"journy import: {exc}", file=err)
+            return EXIT_USAGE
+        identity, describe = _identity(args, sources)
+        checkpoint = Checkpoint.in_directory(args.checkpoint_dir, identity, describe)
+        if not args.restart:
+            try:
+                state = checkpoint.load()
+            except ValueError as exc:
+                analytics.close_and_flush(timeout=0)
+                print(f"journy import: {exc}", file=err)
+                return EXIT_USAGE
+            if state is not None:
+                print(
+                    f"journy import: resuming after row {state.get('rows_done', 0):,} "
+                    f"(checkpoint {checkpoint.path}; --restart to start over)",
+                    file=err,
+                )
+    progress = Progress(sources, "none" if args.progress == "none" else args.progress, err)
+
+    def rows_of(source: Source) -> Any:
+        def rows(skip: int) -> Rows:
+            return source.rows(skip)
+
+        return rows
+
+    interrupted = False
+    report = None
+    try:
+        report = execute(
+            [(s.path, rows_of(s)) for s in sources],
+            mapper,
+            analytics=analytics,
+            owns_client=True,
+            window=args.window,
+            rate=args.rate,
+            checkpoint=checkpoint,
+            restart=args.restart,
+            rejects_path=args.rejects,
+            progress=None if args.progress == "none" else progress,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    except ValueError as exc:  # e.g. a CSV header that cannot be read
+        print(f"\njourny import: {exc}", file=err)
+        return EXIT_USAGE
+    finally:
+        progress.close()
+    if interrupted or report is None:
+        where = f" (checkpoint {checkpoint.path})" if checkpoint is not None else ""
+        print(f"\njourny import: interrupted; run the same command to resume{where}", file=err)
+        return EXIT_INTERRUPTED
+    print(report.summary(), file=out)
+    if report.stopped:
+        return EXIT_STOPPED
+    return 0 if report.ok else EXIT_REFUSED

@@ -1,0 +1,499 @@
+"""The import loop shared by ``journy import`` and ``journy_analytics.bulk``.
+
+One thread (the caller's) reads rows, turns each into an event call with a content-derived
+message id and hands it to an ``Analytics`` client with a per-row callback. The callbacks
+(on the client's sender threads) settle rows: delivered, refused for good, or handed back
+to be sent again (``queue_full``). Three rules make it a backfill rather than a loop:
+
+* **back-pressure**: at most ``window`` rows are unsettled at once; the reader waits on a
+  condition for the server to catch up, so nothing is dropped for lack of room and memory
+  does not grow with the input (a 429 with Retry-After slows the import instead);
+* **a settled prefix**: the checkpoint is the number of rows below which every row is
+  settled, written only after the callbacks said so;
+* **stop, do not skip**: a row the client could not deliver (the server down past the
+  retries, a bad write key) stops the import at that row; re-running resumes there.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import orjson
+
+from journy_analytics import _messages as m
+from journy_analytics._encoding import encode_event
+from journy_analytics._errors import ValidationError
+from journy_analytics._import._checkpoint import Checkpoint
+from journy_analytics._import._rows import SKIPPED, Refusal, RowMapper
+
+__all__ = ["SKIPPED", "ImportReport", "Importer", "Reject", "RejectsWriter"]
+
+_EXAMPLES_PER_CODE = 5
+_CHECKPOINT_EVERY = 0.2  # seconds between checkpoint writes while rows settle
+_BOUNCE_WAIT = 0.02  # the client's queue was full: retry that often (woken earlier by deliveries)
+_AUTH_STATUSES = frozenset({401, 403, 404})
+_BUILDERS: Dict[str, Callable[..., Dict[str, Any]]] = {
+    "identify": m.build_identify,
+    "group": m.build_group,
+    "track": m.build_track,
+    "page": m.build_page,
+    "screen": functools.partial(m.build_page, kind="screen"),
+    "alias": m.build_alias,
+}
+Rows = Iterator[Tuple[Optional[int], Any]]
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One refused row: where it was (``file`` is None for an iterable) and why."""
+
+    file: Optional[str]
+    line: Optional[int]
+    code: str
+    reason: str
+
+    def where(self) -> str:
+        if self.file is None:
+            return f"row {self.line}"
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class ImportReport:
+    """What an import did. Picklable, so Dask and Spark tasks can return it.
+
+    ``rows_read`` counts rows read in this run, past the ``skipped`` ones a checkpoint said
+    were done. Each read row is ``delivered``, ``refused`` (by code, with up to five
+    ``examples`` each: file and line), or was left unsettled when the import ``stopped``.
+    In a dry run nothing is sent: ``valid`` counts the rows that would have been.
+    """
+
+    rows_read: int = 0
+    skipped: int = 0
+    valid: int = 0
+    delivered: int = 0
+    refused: Dict[str, int] = field(default_factory=dict)
+    examples: List[Reject] = field(default_factory=list)
+    dry_run: bool = False
+    stopped: Optional[str] = None
+    seconds: float = 0.0
+    checkpoint: Optional[str] = None
+    rejects_file: Optional[str] = None
+
+    @property
+    def refused_total(self) -> int:
+        return sum(self.refused.values())
+
+    @property
+    def ok(self) -> bool:
+        """Every row read was delivered (or, in a dry run, valid): nothing refused or left."""
+        done = self.valid if self.dry_run else self.delivered
+        return self.stopped is None and done == self.rows_read
+
+    @classmethod
+    def combine(cls, reports: Iterable[ImportReport]) -> ImportReport:
+        """One report for many partitions (``seconds`` is the longest partition's)."""
+        total = cls()
+        for r in reports:
+            total.rows_read += r.rows_read
+            total.skipped += r.skipped
+            total.valid += r.valid
+            total.delivered += r.delivered
+            for code, n in r.refused.items():
+                total.refused[code] = total.refused.get(code, 0) + n
+            total.examples.extend(r.examples)
+            total.dry_run = total.dry_run or r.dry_run
+            if r.stopped and not total.stopped:
+                total.stopped = r.stopped
+            total.seconds = max(total.seconds, r.seconds)
+        return total
+
+    def summary(self) -> str:
+        lines = []
+        rate = self.rows_read / self.seconds if self.seconds > 0 else 0.0
+        head = "dry run: nothing sent" if self.dry_run else "import"
+        lines.append(
+            f"{head}: {self.rows_read:,} rows read in {self.seconds:.1f} s ({rate:,.0f} rows/s)"
+        )
+        if self.skipped:
+            lines.append(f"  skipped (done before, per the checkpoint): {self.skipped:,}")
+        if self.dry_run:
+            lines.append(f"  valid (would be sent): {self.valid:,}")
+        else:
+            lines.append(f"  delivered: {self.delivered:,}")
+        lines.append(f"  refused: {self.refused_total:,}")
+        for code, n in sorted(self.refused.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {code}: {n:,}")
+            for ex in [e for e in self.examples if e.code == code]:
+                lines.append(f"      {ex.where()}: {ex.reason}")
+        if self.rejects_file and self.refused_total:
+            lines.append(f"  refused rows written to {self.rejects_file}")
+        unsettled = self.rows_read - self.refused_total
+        unsettled -= self.valid if self.dry_run else self.delivered
+        if self.stopped:
+            lines.append(f"  STOPPED: {self.stopped}")
+            lines.append(f"  not delivered: {unsettled:,} (run the same command again to resume)")
+        if self.checkpoint:
+            lines.append(f"  checkpoint: {self.checkpoint}")
+        return "\n".join(lines)
+
+
+class RejectsWriter:
+    """``--rejects FILE``: one JSON line per refused row: file, line, code, reason, row."""
+
+    def __init__(self, path: str, append: bool) -> None:
+        self.path = path
+        self._file = open(path, "ab" if append else "wb")  # noqa: SIM115 - closed by close()
+        self._lock = threading.Lock()
+
+    def write(self, reject: Reject, row: Any) -> None:
+        record = {
+            "file": reject.file,
+            "line": reject.line,
+            "code": reject.code,
+            "reason": reject.reason,
+            "row": row,
+        }
+        try:
+            data = orjson.dumps(record, default=str)
+        except TypeError:
+            record["row"] = repr(row)
+            data = orjson.dumps(record)
+        with self._lock:
+            self._file.write(data + b"\n")
+
+    def flush(self) -> None:
+        with self._lock:
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class Importer:
+    """One run. ``analytics`` is None for a dry run."""
+
+    def __init__(
+        self,
+        analytics: Any,
+        mapper: RowMapper,
+        *,
+        window: int,
+        rate: Optional[float] = None,
+        checkpoint: Optional[Checkpoint] = None,
+        rejects: Optional[RejectsWriter] = None,
+        progress: Optional[Callable[[Importer], None]] = None,
+    ) -> None:
+        self.analytics = analytics
+        self.dry_run = analytics is None
+        self.mapper = mapper
+        self._replay = RowMapper()
+        self.window = max(1, window)
+        self.rate = rate
+        self.checkpoint = checkpoint
+        self.rejects = rejects
+        self.progress = progress
+        self.report = ImportReport(
+            dry_run=self.dry_run,
+            checkpoint=None if checkpoint is None else checkpoint.path,
+            rejects_file=None if rejects is None else rejects.path,
+        )
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        # The settled prefix: every row below _low is settled; _ahead holds settled rows
+        # above it (a batch that settled before an older one still retrying).
+        self._low = 0
+        self._ahead: set[int] = set()
+        self._handed = 0  # rows given to the client (written by the reading thread only)
+        self._done = 0  # of those, settled (written under the lock by callbacks)
+        self._requeue: List[Tuple[int, Optional[str], Optional[int], Dict[str, Any]]] = []
+        self._stop: Optional[str] = None
+        self._saved_low = -1
+        self._last_save = 0.0
+        self._total = 0
+        self._read_all = False  # the input was read to its end (not stopped, not interrupted)
+        self.started = time.monotonic()
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    @property
+    def rows_done(self) -> int:
+        return self._low
+
+    @property
+    def in_flight(self) -> int:
+        return self._handed - self._done
+
+    def _settle_locked(self, index: int) -> None:
+        if index == self._low:
+            low = index + 1
+            ahead = self._ahead
+            while ahead and low in ahead:
+                ahead.remove(low)
+                low += 1
+            self._low = low
+        else:
+            self._ahead.add(index)
+
+    def _refuse(
+        self, index: int, file: Optional[str], line: Optional[int], code: str, reason: str, row: Any
+    ) -> None:
+        reject = Reject(file, line, code, reason)
+        if self.rejects is not None:
+            self.rejects.write(reject, row)
+        with self._lock:
+            report = self.report
+            count = report.refused.get(code, 0)
+            report.refused[code] = count + 1
+            if count < _EXAMPLES_PER_CODE:
+                report.examples.append(reject)
+            self._settle_locked(index)
+
+    def _on_result(
+        self,
+        index: int,
+        file: Optional[str],
+        line: Optional[int],
+        error: Optional[BaseException],
+        message: Dict[str, Any],
+    ) -> None:
+        """A row's delivery callback (on a sender thread, or the caller's for queue_full)."""
+        if error is None:
+            with self._lock:
+                self.report.delivered += 1
+                self._done += 1
+                self._settle_locked(index)
+                if self._handed - self._done < self.window:
+                    self._changed.notify()
+            return
+        cause = getattr(error, "cause", "")
+        status = getattr(error, "status", None)
+        if cause == "queue_full":
+            # Not the row's fault: the client's queue is shared or smaller than our window.
+            # Still unsettled (it counts against the window); sent again once there is room.
+            with self._lock:
+                self._requeue.append((index, file, line, message))
+                self._changed.notify()
+            return
+        if cause == "rejected" and status not in _AUTH_STATUSES:
+            with self._lock:
+                self._done += 1
+            self._refuse(index, file, line, "server_refused", str(error), message)
+            with self._lock:
+                self._changed.notify()
+            return
+        with self._lock:
+            self._done += 1
+            if self._stop is None:
+                self._stop = f"{cause or type(error).__name__}: {getattr(error, 'reason', error)}"
+            self._changed.notify()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(
+        self, sources: Iterable[Tuple[Optional[str], Callable[[int], Rows]]], skip: int
+    ) -> ImportReport:
+        """``sources``: ``(name, rows(skip))`` pairs in order; the first ``skip`` rows overall
+        are done already (from the checkpoint)."""
+        report = self.report
+        self._low = skip
+        self._saved_low = skip
+        index = 0
+        mapper = self.mapper
+        dry_run = self.dry_run
+        methods = (
+            None
+            if dry_run
+            else {kind: getattr(self.analytics, kind) for kind in _BUILDERS}  # bound methods
+        )
+        on_result = self._on_result
+        window = self.window
+        rate = self.rate
+        started = self.started
+        try:
+            for name, open_rows in sources:
+                for line, row in open_rows(skip - index if index < skip else 0):
+                    if row is SKIPPED:
+                        index += 1
+                        report.skipped += 1
+                        continue
+                    if not index & 255:
+                        self._tick()
+                        if self._stop is not None:
+                            break
+                    i = index
+                    index += 1
+                    report.rows_read += 1
+                    if type(row) is Refusal:
+                        self._refuse(i, name, line, row.code, row.reason, row.raw)
+                        continue
+                    try:
+                        kind, kwargs = mapper.call(row)
+                    except Refusal as exc:
+                        self._refuse(i, name, line, exc.code, exc.reason, row)
+                        continue
+                    if dry_run:
+                        try:
+                            encode_event(_BUILDERS[kind](**kwargs))
+                        except ValidationError as exc:
+                            self._refuse(i, name, line, "invalid", str(exc), row)
+                            continue
+                        report.valid += 1
+                        with self._lock:
+                            self._settle_locked(i)
+                        continue
+                    if self._handed - self._done >= window:
+                        self._wait_for_room()
+                        if self._stop is not None:
+                            break
+                    if rate:
+                        ahead = self._handed - (time.monotonic() - started) * rate
+                        if ahead > 0:
+                            time.sleep(ahead / rate)
+                    assert methods is not None
+                    self._handed += 1
+                    try:
+                        methods[kind](
+                            callback=functools.partial(on_result, i, name, line), **kwargs
+                        )
+                    except ValidationError as exc:
+                        self._handed -= 1
+                        self._refuse(i, name, line, "invalid", str(exc), row)
+                        continue
+                    report.valid += 1
+                if self._stop is not None:
+                    break
+            else:
+                self._read_all = True
+            if not dry_run:
+                self._drain()
+        finally:
+            self._total = index
+            self.finish()
+        return report
+
+    def finish(self) -> None:
+        """Final figures and checkpoint; call again after closing the client, so rows that
+        settled while it closed count too."""
+        report = self.report
+        report.seconds = time.monotonic() - self.started
+        with self._lock:
+            if self._stop is not None:
+                report.stopped = self._stop
+        self._tick(final=True)
+
+    def _resend_requeued(self) -> bool:
+        """Hand the rows the client's full queue bounced back over again (they are still
+        counted in flight). False when every one bounced straight back: wait a little."""
+        with self._lock:
+            pending, self._requeue = self._requeue, []
+        for i, name, line, message in pending:
+            kind, kwargs = self._replay.call(message)
+            getattr(self.analytics, kind)(
+                callback=functools.partial(self._on_result, i, name, line), **kwargs
+            )
+        with self._lock:
+            return len(self._requeue) < len(pending)
+
+    def _wait_until(self, more_room: Callable[[], bool]) -> None:
+        """One wait for a delivery (woken by the callbacks), re-sending bounced rows first."""
+        if self._requeue and self._resend_requeued():
+            return
+        with self._changed:
+            if not more_room() and self._stop is None:
+                self._changed.wait(_BOUNCE_WAIT if self._requeue else _CHECKPOINT_EVERY)
+        self._tick()
+
+    def _wait_for_room(self) -> None:
+        def room() -> bool:
+            return self._handed - self._done < self.window
+
+        while not room() and self._stop is None:
+            self._wait_until(room)
+
+    def _drain(self) -> None:
+        """Everything is handed over: wait until every row is settled (or the run stops)."""
+
+        def settled() -> bool:
+            return self._handed == self._done
+
+        while self._stop is None and not settled():
+            # Partial batches go now rather than after flush_interval; returns at once.
+            self.analytics.flush(timeout=0.0)
+            self._wait_until(settled)
+
+    def _tick(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress is not None:
+            self.progress(self)
+        if self.checkpoint is None or self.dry_run:
+            return
+        if not final and now - self._last_save < _CHECKPOINT_EVERY:
+            return
+        low = self._low
+        complete = final and self._read_all and self._stop is None and low == self._total
+        if low == self._saved_low and not final:
+            return
+        if self.rejects is not None:
+            # Refused rows below the checkpoint are on disk before the checkpoint says so.
+            self.rejects.flush()
+        self.checkpoint.save(low, {"rows_in_flight": self.in_flight}, complete=complete)
+        self._saved_low = low
+        self._last_save = now
+
+
+def execute(
+    sources: List[Tuple[Optional[str], Callable[[int], Rows]]],
+    mapper: RowMapper,
+    *,
+    analytics: Any,
+    owns_client: bool,
+    window: int,
+    rate: Optional[float] = None,
+    checkpoint: Optional[Checkpoint] = None,
+    restart: bool = False,
+    rejects_path: Optional[str] = None,
+    progress: Optional[Callable[[Importer], None]] = None,
+    close_timeout: float = 30.0,
+) -> ImportReport:
+    """Resume from ``checkpoint`` (unless ``restart``), run, settle, close what we own."""
+    skip = 0
+    if checkpoint is not None and analytics is not None:
+        if restart:
+            checkpoint.remove()
+        else:
+            state = checkpoint.load()
+            if state is not None:
+                skip = int(state.get("rows_done", 0))
+    rejects = None
+    if rejects_path is not None:
+        # A resumed run appends: the refusals below the checkpoint are in the file already.
+        rejects = RejectsWriter(rejects_path, append=skip > 0)
+    importer = Importer(
+        analytics,
+        mapper,
+        window=window,
+        rate=rate,
+        checkpoint=checkpoint if analytics is not None else None,
+        rejects=rejects,
+        progress=progress,
+    )
+    try:
+        try:
+            importer.run(sources, skip)
+        finally:
+            if analytics is not None:
+                if owns_client:
+                    analytics.close_and_flush(timeout=close_timeout)
+                else:
+                    analytics.flush(timeout=close_timeout)
+                importer.finish()
+    finally:
+        if rejects is not None:
+            rejects.close()
+    return importer.report

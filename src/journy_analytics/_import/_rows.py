@@ -1,0 +1,295 @@
+"""From one input row to one event call: mapping, normalisation, the deterministic id.
+
+A row is a dict: a Segment-spec event (``type``, ``userId``, ``event``, ``properties``,
+``traits``, ``timestamp``, ...) or a flat row (CSV, Parquet, a dataframe) whose columns a
+mapping names (``userId=user_id,event=action``: wire field = source column). Columns that
+are neither wire fields nor mapped become ``properties`` (track, page, screen) or ``traits``
+(identify, group); a dotted column (``traits.email``) goes where it says.
+
+The message id of a row without one is derived from the event's *content only* (never the
+file, its path or the line), so the same row imported twice, from the same file or a copy
+elsewhere, has the same id and journy.io keeps it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import orjson
+
+from journy_analytics import _messages as m
+from journy_analytics._encoding import _FAST_OPTIONS, _default, to_jsonable
+from journy_analytics._errors import ValidationError
+
+__all__ = [
+    "SKIPPED",
+    "TYPES",
+    "Refusal",
+    "RowMapper",
+    "content_message_id",
+    "parse_mapping",
+]
+
+# A reader yields this for a row a checkpoint says is done: counted, never decoded.
+SKIPPED: Any = object()
+TYPES = ("identify", "group", "track", "page", "screen", "alias")
+
+# Top-level wire fields a row may carry, and the builder keyword each one feeds.
+_WIRE = {
+    "type": "type",
+    "userId": "user_id",
+    "anonymousId": "anonymous_id",
+    "groupId": "group_id",
+    "previousId": "previous_id",
+    "event": "event",
+    "name": "name",
+    "category": "category",
+    "properties": "properties",
+    "traits": "traits",
+    "timestamp": "timestamp",
+    "context": "context",
+    "integrations": "integrations",
+    "messageId": "message_id",
+}
+# Set by a pipeline, not by the event's author (e.g. in a Segment warehouse export): ignored.
+# originalTimestamp stands in for timestamp when a row has only that.
+_PIPELINE = frozenset(
+    {
+        "sentAt",
+        "receivedAt",
+        "originalTimestamp",
+        "version",
+        "channel",
+        "writeKey",
+        "projectId",
+        "_metadata",
+    }
+)
+# Which keywords each call takes besides user_id, anonymous_id, timestamp, context,
+# integrations and message_id; and where the other columns of a flat row go.
+_KEYWORDS: Dict[str, Tuple[Tuple[str, ...], Optional[str]]] = {
+    "identify": (("traits",), "traits"),
+    "group": (("group_id", "traits"), "traits"),
+    "track": (("event", "properties", "group_id"), "properties"),
+    "page": (("name", "category", "properties", "group_id"), "properties"),
+    "screen": (("name", "category", "properties", "group_id"), "properties"),
+    "alias": (("previous_id",), None),
+}
+# Wire fields that are also everyday column names: where the call does not take them, they
+# are data (traits.name, properties.category) rather than a mistake.
+_PLAIN_WORDS = ("name", "category")
+_COMMON = ("user_id", "anonymous_id", "timestamp", "context", "integrations")
+_OBJECTS = frozenset({"properties", "traits", "context", "integrations"})
+_WIRE_KEYS = frozenset(_WIRE)
+_KEYWORD_TO_WIRE = {keyword: wire for wire, keyword in _WIRE.items()}
+# Per type, the wire fields a row of that type may carry (its type is already popped).
+_ALLOWED = {
+    kind: frozenset(_KEYWORD_TO_WIRE[k] for k in (*own, *_COMMON, "message_id"))
+    for kind, (own, _) in _KEYWORDS.items()
+}
+_CANONICAL = _FAST_OPTIONS | orjson.OPT_SORT_KEYS
+# uuid.NAMESPACE_URL-style namespace of our own: ids are uuid5(namespace, canonical event).
+_NAMESPACE = bytes.fromhex("6a6f75726e792d696d706f72742d7631")  # b"journy-import-v1"
+
+
+class Refusal(Exception):
+    """A row that cannot become an event; ``code`` groups the final report."""
+
+    def __init__(self, code: str, reason: str, raw: Any = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.raw = raw  # what could not be read (a line's text, a CSV record), for --rejects
+
+
+def parse_mapping(text: Optional[str]) -> List[Tuple[str, str]]:
+    """``"userId=user_id,event=action"`` -> ``[("userId", "user_id"), ("event", "action")]``."""
+    if not text:
+        return []
+    pairs: List[Tuple[str, str]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        wire, sep, column = part.partition("=")
+        wire, column = wire.strip(), column.strip()
+        if not sep or not wire or not column:
+            raise ValueError(
+                f"--map entry {part!r} is not WIRE=COLUMN (e.g. userId=user_id,event=action)"
+            )
+        top = wire.split(".", 1)[0]
+        if top not in _WIRE or ("." in wire and top not in _OBJECTS):
+            raise ValueError(
+                f"--map entry {part!r}: {wire!r} is not a wire field; use one of "
+                f"{', '.join(_WIRE)}, or a dotted path under properties/traits/context "
+                "(e.g. traits.email=email)"
+            )
+        pairs.append((wire, column))
+    return pairs
+
+
+def _missing(value: Any) -> bool:
+    # An empty CSV cell, a null, a dataframe's NaN: the field is not there.
+    return value is None or value == "" or (type(value) is float and math.isnan(value))
+
+
+def content_message_id(canonical: bytes) -> str:
+    """``str(uuid.uuid5(namespace, canonical))``, formatted without building a UUID object:
+    the version nibble is 5, the variant's top bits are 10."""
+    h = hashlib.sha1(_NAMESPACE + canonical).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def _canonical(fields: Dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(fields, default=_default, option=_CANONICAL)
+    except Exception:
+        # What orjson refuses (a huge int, a non-str key): the walk converts it or raises
+        # ValidationError naming the key path.
+        return orjson.dumps(to_jsonable(fields), option=orjson.OPT_SORT_KEYS)
+
+
+class RowMapper:
+    """Turn rows into ``(method name, keyword arguments)`` for ``Analytics``."""
+
+    def __init__(
+        self, mapping: Sequence[Tuple[str, str]] = (), default_type: Optional[str] = None
+    ) -> None:
+        if default_type is not None and default_type not in TYPES:
+            raise ValueError(f"type {default_type!r} is not one of {', '.join(TYPES)}")
+        self.mapping = list(mapping)
+        self.default_type = default_type
+        self._mapped_columns = frozenset(column for _, column in self.mapping)
+
+    def _fields(self, row: Mapping[str, Any]) -> Dict[str, Any]:
+        """The row as wire fields (``userId``, ``properties``, ...) plus ``_extra`` columns."""
+        fields: Dict[str, Any] = {}
+        extra: Dict[str, Any] = {}
+        for wire, column in self.mapping:
+            value = row.get(column)
+            if not _missing(value):
+                _put(fields, wire, value)
+        mapped = self._mapped_columns
+        for key, value in row.items():
+            if key in mapped or _missing(value):
+                continue
+            if not isinstance(key, str):
+                raise Refusal("invalid", f"column name {key!r} is not a str")
+            if key in _WIRE:
+                if key not in fields:
+                    fields[key] = value
+            elif key in _PIPELINE:
+                if key == "originalTimestamp":
+                    fields.setdefault("_original_timestamp", value)
+            elif "." in key and key.split(".", 1)[0] in _OBJECTS:
+                _put(fields, key, value)
+            else:
+                extra[key] = value
+        if extra:
+            fields["_extra"] = extra
+        return fields
+
+    def call(self, row: Any) -> Tuple[str, Dict[str, Any]]:
+        """``(type, kwargs)`` with a ``message_id``; raises Refusal."""
+        if type(row) is not dict and not isinstance(row, Mapping):
+            raise Refusal("not_an_object", f"a row must be an object, not {type(row).__name__}")
+        if not self.mapping and _WIRE_KEYS.issuperset(row):
+            # The common case (a Segment-spec row): one pass, no per-column decisions.
+            fields = dict(row)
+            values = fields.values()
+            if None in values or "" in values:
+                fields = {k: v for k, v in fields.items() if v is not None and v != ""}
+        else:
+            fields = self._fields(row)
+        kind = fields.pop("type", None) or self.default_type
+        if kind is None:
+            kind = "track" if "event" in fields else None
+        if kind not in _KEYWORDS:
+            raise Refusal(
+                "bad_type",
+                f"type {kind!r} is not one of {', '.join(TYPES)}"
+                if kind is not None
+                else "the row has no type (add a type column, --type, or an event for track)",
+            )
+        own, extra_goes_to = _KEYWORDS[kind]
+        original = fields.pop("_original_timestamp", None)
+        if "timestamp" not in fields and original is not None:
+            fields["timestamp"] = original
+        for word in _PLAIN_WORDS:
+            if word in fields and word not in own and extra_goes_to is not None:
+                # A "name" column of a users export is a trait, not a page name.
+                fields.setdefault("_extra", {})[word] = fields.pop(word)
+        extra = fields.pop("_extra", None)
+        if extra:
+            if extra_goes_to is None:
+                raise Refusal(
+                    "invalid", f"alias takes no other fields; unexpected: {', '.join(extra)}"
+                )
+            target = fields.get(extra_goes_to)
+            if isinstance(target, str) and target.startswith("{"):
+                target = fields[extra_goes_to] = _json_object(target, extra_goes_to)
+            if target is None:
+                fields[extra_goes_to] = extra
+            elif isinstance(target, Mapping):
+                fields[extra_goes_to] = {**extra, **target}
+        for key in _OBJECTS:
+            if type(fields.get(key)) is str:
+                fields[key] = _json_object(fields[key], key)
+        timestamp = fields.get("timestamp")
+        if timestamp is not None:
+            try:
+                fields["timestamp"] = m.format_timestamp(timestamp)
+            except ValidationError as exc:
+                raise Refusal("invalid", str(exc)) from None
+        if not _ALLOWED[kind].issuperset(fields):
+            wrong = sorted(set(fields) - _ALLOWED[kind])
+            raise Refusal("invalid", f"{kind} takes no {', '.join(map(repr, wrong))} field")
+        kwargs = {_WIRE[wire]: value for wire, value in fields.items()}
+        message_id = kwargs.get("message_id")
+        if message_id is None:
+            fields["type"] = kind
+            try:
+                canonical = _canonical(fields)
+            except ValidationError as exc:
+                raise Refusal("invalid", str(exc)) from None
+            kwargs["message_id"] = content_message_id(canonical)
+        elif type(message_id) is not str:
+            kwargs["message_id"] = str(message_id)
+        return kind, kwargs
+
+
+def _json_object(text: str, field: str) -> Any:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise Refusal("invalid", f"{field} is a str that is not a JSON object") from None
+    if not isinstance(value, dict):
+        raise Refusal("invalid", f"{field} must be a JSON object")
+    return value
+
+
+def _put(fields: Dict[str, Any], path: str, value: Any) -> None:
+    top, dot, rest = path.partition(".")
+    if not dot:
+        fields[path] = value
+        return
+    node = fields.get(top)
+    if isinstance(node, str) and node.startswith("{"):
+        node = _json_object(node, top)
+    if not isinstance(node, dict):
+        node = {} if node is None else dict(node) if isinstance(node, Mapping) else None
+        if node is None:
+            raise Refusal("invalid", f"{top} is not an object, cannot set {path}")
+    fields[top] = node
+    *parents, leaf = rest.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
