@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 from journy_analytics._import._command import add_import_command, run_import_command
+from journy_analytics.client import DEFAULT_PATH
 
 __all__ = ["main"]
 
@@ -100,7 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     col.add_argument(
         "--path",
-        default="/backend/v1/batch",
+        default=DEFAULT_PATH,
         help="batch path (default: /backend/v1/batch; /v1/batch is always served too)",
     )
     faults = col.add_argument_group(

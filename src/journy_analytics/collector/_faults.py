@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 __all__ = ["Decision", "FaultInjector", "Faults"]
 
@@ -104,10 +104,6 @@ class Faults:
         if unknown:
             raise ValueError(f"unknown fault setting(s): {', '.join(unknown)}")
         return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> Faults:
-        return cls().replace(**dict(data))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from typing import Any, NamedTuple, Optional
 
 import orjson
 
+from journy_analytics._encoding import MAX_EVENT_BYTES
+from journy_analytics._types import EVENT_TYPES
 from journy_analytics.collector._rules import RuleWarning, event_warnings, future_horizon
 
 __all__ = [
@@ -25,9 +27,7 @@ __all__ = [
 
 # Segment's (and journy.io's) documented limits, counted in real bytes.
 MAX_BODY_BYTES = 500 * 1024
-MAX_EVENT_BYTES = 32 * 1024
 
-EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 _EVENT_TYPE_SET = frozenset(EVENT_TYPES)
 
 # Reported per invalid batch: enough to fix a client, bounded so an answer stays small.

@@ -41,7 +41,3 @@ class LiveFeed:
         """The server is stopping: every stream ends."""
         self.closed = True
         self.notify()
-
-    @property
-    def listeners(self) -> int:
-        return len(self._waiters)

@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, Deque, Iterable, Optional, TypeVar
 import orjson
 from aiohttp import web
 
+from journy_analytics.client import DEFAULT_PATH
 from journy_analytics.collector._faults import Decision, FaultInjector, Faults
 from journy_analytics.collector._ingest import (
     EVENT_TYPES,
@@ -30,7 +31,6 @@ from journy_analytics.collector._store import INSPECTOR_FILTERS, Store
 
 __all__ = ["DEFAULT_PATH", "CollectorState", "Server", "create_app", "logged_requests"]
 
-DEFAULT_PATH = "/backend/v1/batch"
 
 T = TypeVar("T")
 

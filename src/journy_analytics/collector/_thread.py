@@ -185,10 +185,6 @@ class CollectorThread:
     def path(self) -> str:
         return self._path
 
-    @property
-    def batch_url(self) -> str:
-        return self.url + self._path
-
     # -- faults -----------------------------------------------------------------------
 
     @property
@@ -267,9 +263,6 @@ class CollectorThread:
         ``headers`` (dict), ``body`` (the decoded JSON, or None if it did not decode),
         ``size`` (bytes on the wire), ``status`` (int, or ``"reset"``), and ``error``."""
         return logged_requests(self._require_state())
-
-    def clear_requests(self) -> None:
-        self._require_state().requests.clear()
 
     def reset(self) -> None:
         """Forget every event, profile, counter and logged request."""
