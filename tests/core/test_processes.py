@@ -338,3 +338,19 @@ def test_forks_during_the_first_send_never_deadlock_the_child(scripted: Any) -> 
     )
     out, err = proc.communicate(timeout=120)
     assert "HUNG 0" in out, (out, err[-3000:])
+
+
+def test_import_works_where_there_is_no_fork() -> None:
+    # Windows has neither os.fork nor os.register_at_fork.
+    proc = start(
+        """
+        import os
+        del os.register_at_fork, os.fork
+        import journy_analytics, journy_analytics.plugins, journy_analytics.segment
+        a = journy_analytics.Analytics(write_key="k", disable=True)
+        a.track(user_id="u", event="E")
+        print("SETTLED", a.close_and_flush(2))
+        """
+    )
+    out, err = proc.communicate(timeout=30)
+    assert "SETTLED True" in out, err
