@@ -41,7 +41,9 @@ except ImportError:
     collect_ignore_glob = ["test_*.py"]
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an asyncio loop running in the
+# main thread while it is open, and later tests (asyncio.run) must not find one.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if sync_playwright is None or not os.access(CHROMIUM, os.X_OK):
         pytest.skip(INSTALL_HINT)
