@@ -159,7 +159,10 @@ class Analytics:
         self._worker = Worker(self._config, self._emitter)
         # Garbage collected without close_and_flush(): the worker delivers what it holds
         # in the background and stops (and is flushed at exit like any open client).
-        weakref.finalize(self, self._worker.retire).atexit = False
+        # (Any: older typeshed declares finalize's attributes read-only.) Not at exit: the
+        # exit flush closes every open worker itself.
+        finalizer: Any = weakref.finalize(self, self._worker.retire)
+        finalizer.atexit = False
         if handle_sigterm:
             _shutdown.install_sigterm_handler()
         # Plugins (docs/plugins.md): the event path looks at _plugins, which is None while
