@@ -721,6 +721,12 @@ ROWS: List[Tuple[str, Any, Any]] = [
     ("time", dt.time(19, 11, 0, 250_000), "19:11:00.250000"),
     # orjson 3.13 alone writes this one as "00:00:00.10000", ten times the real value.
     ("time, 10 ms", dt.time(0, 0, 0, 10_000), "00:00:00.010000"),
+    # ...and this offset as "-15:60", which no parser reads.
+    (
+        "offset rounding up to the hour",
+        dt.datetime(2015, 12, 12, 19, 11, tzinfo=dt.timezone(-dt.timedelta(seconds=57_597))),
+        "2015-12-12T19:11:00-16:00",
+    ),
     ("time, UTC", dt.time(19, 11, tzinfo=UTC), "19:11:00Z"),
     ("timedelta", dt.timedelta(minutes=1, microseconds=500), 60.0005),
     (

@@ -7,8 +7,8 @@ Two paths produce the same bytes for the same input:
   reaches ``_default``, which applies the conversions below. Dataclasses are *passed
   through* to ``_default`` on purpose: orjson's own handling of them (it skips
   ``_private`` fields and adds attributes that are not fields) is not ours, and the two
-  paths must agree. Date/time values are left to orjson and the walk formats them with
-  orjson too.
+  paths must agree. Date/time values are passed through too, and both paths format them
+  with ``_iso`` (naive datetimes are UTC, written with a Z).
 * the slow path (``to_jsonable``) walks the value in Python. It runs only when orjson
   refuses the event (a value with no JSON form, an int beyond 64 bits, a non-str key, a
   str with lone surrogates, a cycle, too deep), converts what it can with the very same
@@ -57,13 +57,8 @@ MAX_DEPTH = 254
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 
-# Naive datetimes are UTC everywhere in this SDK, and UTC is written with a Z.
-_DT_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
-# Dataclasses go to _default (see the module docstring).
-# Date/time values go to _default too: orjson 3.13 writes datetime.time(0, 0, 0, 10000) as
-# "00:00:00.10000" (a tenth of a second, not a hundredth), and there is no option that
-# passes only times through. Dates and datetimes are then formatted by orjson in _iso.
-_FAST_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | _DT_OPTIONS
+# Dataclasses and date/time values go to _default (see the module docstring and _iso).
+_FAST_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 _NO_FORM: Any = object()
 _CONTAINERS = (Mapping, list, tuple, set, frozenset)
@@ -73,20 +68,34 @@ _CONTAINERS = (Mapping, list, tuple, set, frozenset)
 
 
 def _iso(value: _dt.datetime | _dt.date | _dt.time) -> str:
-    """RFC 3339 as orjson writes it (a naive datetime is UTC; a zero offset is ``Z``).
+    """RFC 3339: a naive datetime is UTC, a zero offset is ``Z``, microseconds only when
+    non-zero, an offset that is not a whole number of minutes rounded to the nearest minute.
 
-    The walk uses orjson's own formatter, so both paths agree to the byte (orjson rounds a
-    sub-minute UTC offset to the minute). A time is written by ``isoformat()``: orjson
-    refuses one with a tzinfo, and drops a digit of some microseconds (see _FAST_OPTIONS).
+    Formatted here, in Python, for both paths: calling orjson from inside its own
+    ``default=`` hook is not safe on every release, and orjson 3.13 gets two cases wrong
+    (``time(0, 0, 0, 10000)`` as ``.10000``; an offset of -15:59:57 as ``-15:60``).
     """
-    if isinstance(value, _dt.time):
-        text = value.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
-    try:
-        return orjson.dumps(value, option=_DT_OPTIONS)[1:-1].decode()
-    except orjson.JSONEncodeError:
-        text = value.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, _dt.datetime):
+        text = (
+            f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+        )
+        if value.microsecond:
+            text += f".{value.microsecond:06d}"
+        return text + _offset(value.utcoffset())
+    if isinstance(value, _dt.date):
+        return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _offset(offset: Optional[_dt.timedelta]) -> str:
+    if offset is None or not offset:
+        return "Z"
+    seconds = offset.total_seconds()
+    minutes = int((abs(seconds) + 30) // 60)
+    sign = "+" if seconds > 0 else "-"
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def _leaf(value: Any) -> Any:
