@@ -71,7 +71,9 @@ class EventQueue:
         elif n + self._held.in_flight >= self.max_size:
             return False
         items.append(item)
-        if n == 0 or n + 1 >= self.batch_size:
+        # Event.set() takes a lock and notifies: only when it changes something (a backlog
+        # above a batch would otherwise pay it on every call).
+        if (n == 0 or n + 1 >= self.batch_size) and not self._wake.is_set():
             self._wake.set()
         return True
 
