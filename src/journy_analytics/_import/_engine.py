@@ -1,9 +1,13 @@
 """The import loop shared by ``journy import`` and ``journy_analytics.bulk``.
 
-One thread (the caller's) reads rows, turns each into an event call with a content-derived
-message id and hands it to an ``Analytics`` client with a per-row callback. The callbacks
-(on the client's sender threads) settle rows: delivered, refused for good, or handed back
-to be sent again (``queue_full``). Three rules make it a backfill rather than a loop:
+One thread (the caller's) reads rows, turns each into an event with a content-derived
+message id, builds and encodes it with the event methods' own builder and encoder, and
+hands the bytes to an ``Analytics`` client (``_enqueue_encoded``) with a per-row
+``RowAck``. The client settles rows on its sender threads: a delivered batch of them in
+one ``rows_delivered`` call, anything else row by row (``row_result``): refused for good,
+or handed back to be sent again (``queue_full``). Inside a ``journy_analytics.scope()``,
+or with a client that has no such hook, rows go through the event methods instead.
+Three rules make it a backfill rather than a loop:
 
 * **back-pressure**: at most ``window`` rows are unsettled at once; the reader waits on a
   condition for the server to catch up, so nothing is dropped for lack of room and memory
