@@ -164,3 +164,16 @@ def test_bulk_send_inside_a_scope_merges_it_as_the_event_methods_do(
     events = collector.events()
     assert len(events) == 20
     assert all(e["properties"]["imported_by"] == "job-7" for e in events)
+
+
+def test_bulk_send_to_a_closed_client_stops_as_an_event_method_would(
+    collector: CollectorThread, make_client: Callable[..., Analytics]
+) -> None:
+    client = make_client()
+    client.close_and_flush(timeout=2)
+    after_close: List[Dict[str, Any]] = []
+    client.on("call_after_close", after_close.append)
+    report = bulk.send([_event(i) for i in range(3)], client)
+    assert report.stopped is not None and "call_after_close" in report.stopped
+    assert report.delivered == 0 and len(after_close) == report.rows_read == 3
+    assert collector.events() == []
