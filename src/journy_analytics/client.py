@@ -461,6 +461,21 @@ class Analytics:
             plugins.deliver(data)
         return self._worker.put(data, callback)
 
+    def _enqueue_encoded(
+        self, message: Dict[str, Any], data: bytes, callback: Optional[Callback]
+    ) -> bool:
+        """For bulk senders (the import engine): ``message``, built by a ``_messages``
+        builder, and ``data``, its ``encode_event`` bytes, go the rest of an event
+        method's way. With plugins (which may change the message) it is ``_enqueue``."""
+        if _getpid() != _fork_state.pid:
+            _fork.check()
+        if self._plugins is not None:
+            return self._enqueue(message, callback)
+        if self._closed:
+            self._after_close(data, callback)
+            return False
+        return self._worker.put(data, callback)
+
     # -- plugins ---------------------------------------------------------------------------
 
     def register(self, *plugins: Any) -> None:

@@ -1,9 +1,13 @@
 """The import loop shared by ``journy import`` and ``journy_analytics.bulk``.
 
-One thread (the caller's) reads rows, turns each into an event call with a content-derived
-message id and hands it to an ``Analytics`` client with a per-row callback. The callbacks
-(on the client's sender threads) settle rows: delivered, refused for good, or handed back
-to be sent again (``queue_full``). Three rules make it a backfill rather than a loop:
+One thread (the caller's) reads rows, turns each into an event with a content-derived
+message id, builds and encodes it with the event methods' own builder and encoder, and
+hands the bytes to an ``Analytics`` client (``_enqueue_encoded``) with a per-row
+``RowAck``. The client settles rows on its sender threads: a delivered batch of them in
+one ``rows_delivered`` call, anything else row by row (``row_result``): refused for good,
+or handed back to be sent again (``queue_full``). Inside a ``journy_analytics.scope()``,
+or with a client that has no such hook, rows go through the event methods instead.
+Three rules make it a backfill rather than a loop:
 
 * **back-pressure**: at most ``window`` rows are unsettled at once; the reader waits on a
   condition for the server to catch up, so nothing is dropped for lack of room and memory
@@ -29,6 +33,8 @@ from journy_analytics._encoding import encode_event
 from journy_analytics._errors import ValidationError
 from journy_analytics._import._checkpoint import Checkpoint
 from journy_analytics._import._rows import SKIPPED, Refusal, RowMapper
+from journy_analytics._outcomes import RowAck
+from journy_analytics._scope import active_scope
 
 __all__ = ["SKIPPED", "ImportReport", "Importer", "Reject", "RejectsWriter"]
 
@@ -254,22 +260,27 @@ class Importer:
                 report.examples.append(reject)
             self._settle_locked(index)
 
-    def _on_result(
+    def rows_delivered(self, rows: List[Tuple[int, Optional[str], Optional[int]]]) -> None:
+        """A delivered batch of rows, in one call (``RowAck``: on a sender thread)."""
+        with self._lock:
+            self.report.delivered += len(rows)
+            self._done += len(rows)
+            settle = self._settle_locked
+            for row in rows:
+                settle(row[0])
+            if self._handed - self._done < self.window:
+                self._changed.notify()
+
+    def row_result(
         self,
-        index: int,
-        file: Optional[str],
-        line: Optional[int],
+        row: Tuple[int, Optional[str], Optional[int]],
         error: Optional[BaseException],
         message: Dict[str, Any],
     ) -> None:
-        """A row's delivery callback (on a sender thread, or the caller's for queue_full)."""
+        """One row's delivery callback (on a sender thread, or the caller's for queue_full)."""
+        index, file, line = row
         if error is None:
-            with self._lock:
-                self.report.delivered += 1
-                self._done += 1
-                self._settle_locked(index)
-                if self._handed - self._done < self.window:
-                    self._changed.notify()
+            self.rows_delivered([row])
             return
         cause = getattr(error, "cause", "")
         status = getattr(error, "status", None)
@@ -311,7 +322,15 @@ class Importer:
             if dry_run
             else {kind: getattr(self.analytics, kind) for kind in _BUILDERS}  # bound methods
         )
-        on_result = self._on_result
+        # The fast path: the event built and encoded here, by the builders and the encoder
+        # the event methods use, and handed to the client as bytes. Not inside a
+        # journy_analytics.scope() (the event methods fill ids from it) nor for a client
+        # without the hook (a stand-in of the user's).
+        enqueue_encoded = (
+            None
+            if dry_run or active_scope() is not None
+            else getattr(self.analytics, "_enqueue_encoded", None)
+        )
         window = self.window
         rate = self.rate
         started = self.started
@@ -337,12 +356,14 @@ class Importer:
                     except Refusal as exc:
                         self._refuse(i, name, line, exc.code, exc.reason, row)
                         continue
-                    if dry_run:
+                    if dry_run or enqueue_encoded is not None:
                         try:
-                            encode_event(_BUILDERS[kind](**kwargs))
+                            message = _BUILDERS[kind](**kwargs)
+                            data = encode_event(message)
                         except ValidationError as exc:
                             self._refuse(i, name, line, "invalid", str(exc), row)
                             continue
+                    if dry_run:
                         report.valid += 1
                         with self._lock:
                             self._settle_locked(i)
@@ -355,12 +376,14 @@ class Importer:
                         ahead = self._handed - (time.monotonic() - started) * rate
                         if ahead > 0:
                             time.sleep(ahead / rate)
-                    assert methods is not None
                     self._handed += 1
+                    if enqueue_encoded is not None:
+                        enqueue_encoded(message, data, RowAck(self, (i, name, line)))
+                        report.valid += 1
+                        continue
+                    assert methods is not None
                     try:
-                        methods[kind](
-                            callback=functools.partial(on_result, i, name, line), **kwargs
-                        )
+                        methods[kind](callback=RowAck(self, (i, name, line)), **kwargs)
                     except ValidationError as exc:
                         self._handed -= 1
                         self._refuse(i, name, line, "invalid", str(exc), row)
@@ -394,9 +417,7 @@ class Importer:
             pending, self._requeue = self._requeue, []
         for i, name, line, message in pending:
             kind, kwargs = self._replay.call(message)
-            getattr(self.analytics, kind)(
-                callback=functools.partial(self._on_result, i, name, line), **kwargs
-            )
+            getattr(self.analytics, kind)(callback=RowAck(self, (i, name, line)), **kwargs)
         with self._lock:
             return len(self._requeue) < len(pending)
 

@@ -92,6 +92,7 @@ _ALLOWED = {
 _CANONICAL = _FAST_OPTIONS | orjson.OPT_SORT_KEYS
 # uuid.NAMESPACE_URL-style namespace of our own: ids are uuid5(namespace, canonical event).
 _NAMESPACE = bytes.fromhex("6a6f75726e792d696d706f72742d7631")  # b"journy-import-v1"
+_NAMESPACE_SHA1 = hashlib.sha1(_NAMESPACE)
 
 
 class Refusal(Exception):
@@ -138,7 +139,9 @@ def _missing(value: Any) -> bool:
 def content_message_id(canonical: bytes) -> str:
     """``str(uuid.uuid5(namespace, canonical))``, formatted without building a UUID object:
     the version nibble is 5, the variant's top bits are 10."""
-    h = hashlib.sha1(_NAMESPACE + canonical).hexdigest()
+    digest = _NAMESPACE_SHA1.copy()  # the namespace hashed once, not per row
+    digest.update(canonical)
+    h = digest.hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
