@@ -54,6 +54,13 @@ MAX_BATCH_BYTES = 480 * 1024
 # Containers nest at most this many levels, the event object itself being level 1 (so
 # ``properties`` is level 2): orjson's own limit, which the fast path enforces for free.
 MAX_DEPTH = 254
+# orjson up to 3.11 (the last releases for Python 3.9) corrupts memory on values nested
+# about 245 to 251 levels deep. With those releases the limit is lower, and an event is
+# handed to orjson only after a quick walk has checked its depth (_fits).
+_ORJSON_VERSION = tuple(int(p) for p in orjson.__version__.split(".")[:2] if p.isdigit())
+_DEPTH_GUARD = _ORJSON_VERSION < (3, 12)
+if _DEPTH_GUARD:
+    MAX_DEPTH = 240
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 
@@ -197,6 +204,8 @@ def encode_event(event: Dict[str, Any]) -> bytes:
     """Encode one wire event; raise ValidationError naming the offending key path."""
     try:
         # orjson first: this runs on every call in the caller's thread.
+        if _DEPTH_GUARD and not _fits(event, MAX_DEPTH):
+            raise TypeError  # deeper than the guard allows, or not plain: the walk decides
         data = orjson.dumps(event, default=_default, option=_FAST_OPTIONS)
     except Exception:
         data = _encode_slow(event)
@@ -205,6 +214,29 @@ def encode_event(event: Dict[str, Any]) -> bytes:
     # orjson's bytes keep their whole write buffer (about 4 KB) allocated. The worker makes
     # an exact-size copy (compact()) of the ones that are going to wait in a long queue.
     return data
+
+
+_NESTING = (dict, list, tuple)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _fits(value: Any, room: int) -> bool:
+    """True when ``value`` nests dicts, lists and tuples at most ``room`` levels deep and
+    holds no other container (which would reach _default and nest further). Only with an
+    orjson that needs the guard (see MAX_DEPTH)."""
+    if room <= 0:
+        return False
+    items = value.values() if type(value) is dict else value
+    for item in items:
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind in _NESTING:
+            if not _fits(item, room - 1):
+                return False
+        elif isinstance(item, _CONTAINERS) or dataclasses.is_dataclass(item):
+            return False
+    return True
 
 
 def compact(data: bytes) -> bytes:
