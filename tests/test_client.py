@@ -548,17 +548,20 @@ def test_calls_racing_close_are_delivered_or_reported(collector: CollectorThread
         while not stop.is_set():
             a.track(user_id="u", event="Race", message_id=f"race-{made[0]}")
             made[0] += 1
-            # Yield the GIL like a real app between requests: a thread spinning on a closed
-            # client would starve the collector that shares this process.
-            time.sleep(0)
+            # Pause like a real app between requests: a thread spinning on the client would
+            # starve the collector that shares this process (Python 3.9's GIL hands over
+            # less readily than 3.11's on sleep(0)).
+            time.sleep(0.0002)
 
-    producer = threading.Thread(target=keep_tracking)
+    producer = threading.Thread(target=keep_tracking, daemon=True)
     producer.start()
-    time.sleep(0.2)
-    assert a.close_and_flush(30)
-    time.sleep(0.05)
-    stop.set()
-    producer.join()
+    try:
+        time.sleep(0.2)
+        assert a.close_and_flush(30)
+        time.sleep(0.05)
+    finally:
+        stop.set()  # even when an assertion fails: never leave the producer running
+        producer.join()
     delivered = collector.unique_message_ids()
     reported = {e["messageId"] for error in errors for e in error.events}
     after_close = {m["messageId"] for m in refused}
