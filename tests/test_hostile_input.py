@@ -591,6 +591,11 @@ def test_hostile_values_over_loopback_http_to_the_collector(
 # -- the two encoding paths agree ---------------------------------------------------
 
 
+@pytest.mark.skipif(
+    _DEPTH_GUARD,
+    reason=f"orjson {orjson.__version__} (the last for Python 3.9) aborts the process on some "
+    "generated hostile values: heap corruption inside orjson, see docs/encoding.md",
+)
 @settings(HYPOTHESIS, max_examples=300)
 @given(value=hostile | payloads)
 def test_fast_and_slow_paths_produce_identical_json(value: Any) -> None:
