@@ -225,7 +225,7 @@ class BatchSender:
         if decision.outcome is Outcome.RETRY:
             state.retries = retries + 1
             return RetryLater(decision.delay, decision.server_asked, outage)
-        return BatchResult(Cause(decision.cause), status, f"{failure}; {decision.why}", retries)
+        return BatchResult(decision.cause, status, f"{failure}; {decision.why}", retries)
 
 
 def _is_outage(error: Optional[BaseException]) -> bool:

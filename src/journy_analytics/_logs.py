@@ -41,8 +41,3 @@ class RateLimitedLog:
             args = (*args, skipped, now - last)
         logger.log(level, message, *args)
         return True
-
-    def reset(self, key: str) -> None:
-        """The problem is over: its next occurrence is logged at once."""
-        with self._lock:
-            self._seen.pop(key, None)

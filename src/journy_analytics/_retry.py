@@ -28,6 +28,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable, FrozenSet, Optional, Union
 
+from journy_analytics._types import Cause
+
 __all__ = ["Decision", "Outcome", "RetryPolicy", "parse_retry_after"]
 
 
@@ -46,7 +48,7 @@ class Decision:
     outcome: Outcome
     delay: float = 0.0
     server_asked: bool = False
-    cause: str = ""
+    cause: Optional[Cause] = None
     why: str = ""
 
 
@@ -150,11 +152,11 @@ class RetryPolicy:
         if outcome is Outcome.DELIVERED:
             return Decision(Outcome.DELIVERED)
         if outcome is Outcome.DROP:
-            return Decision(Outcome.DROP, cause="rejected", why="not retryable")
+            return Decision(Outcome.DROP, cause=Cause.REJECTED, why="not retryable")
         if not outage and answered_failures > self.max_retries:
             return Decision(
                 Outcome.DROP,
-                cause="retries_exhausted",
+                cause=Cause.RETRIES_EXHAUSTED,
                 why=f"gave up after {retries} retries "
                 f"(max_retries={self.max_retries} for answered failures)",
             )
@@ -167,7 +169,7 @@ class RetryPolicy:
         if elapsed + wait > self.deadline:
             return Decision(
                 Outcome.DROP,
-                cause="outage_deadline" if outage else "retries_exhausted",
+                cause=Cause.OUTAGE_DEADLINE if outage else Cause.RETRIES_EXHAUSTED,
                 why=f"the next retry would pass the {self.deadline:g}s retry deadline",
             )
         return Decision(Outcome.RETRY, delay=wait, server_asked=asked is not None)
