@@ -15,7 +15,8 @@ import sys
 from typing import Any, List, Tuple
 
 from journy_analytics._import._checkpoint import Checkpoint
-from journy_analytics._import._engine import Rows, execute
+from journy_analytics._import._engine import ImportReport, Rows, collect_rarely, execute
+from journy_analytics._import._parallel import ParallelImport, default_jobs
 from journy_analytics._import._progress import Progress
 from journy_analytics._import._readers import FORMATS, Source
 from journy_analytics._import._rows import TYPES, RowMapper, parse_mapping
@@ -47,6 +48,12 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
+
+
+def _jobs(text: str) -> Any:
+    if text == "auto":
+        return text
+    return _positive_int(text)
 
 
 def add_import_command(sub: Any) -> None:
@@ -100,6 +107,14 @@ def add_import_command(sub: Any) -> None:
         help="rows in flight at most (memory and what a crash may re-send; default: 10000)",
     )
     p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default="auto",
+        metavar="N",
+        help="worker processes that decode, build and send rows (default: auto, one per core "
+        "up to 4; 1 for inputs under 1 MB or --jobs 1)",
+    )
+    p.add_argument(
         "--progress",
         choices=("auto", "bar", "plain", "none"),
         default="auto",
@@ -127,6 +142,51 @@ def _identity(args: argparse.Namespace, sources: List[Source]) -> Tuple[dict[str
     return identity, describe
 
 
+def _rows_of(source: Source) -> Any:
+    def rows(skip: int) -> Rows:
+        return source.rows(skip)
+
+    return rows
+
+
+def _run(
+    args: argparse.Namespace,
+    jobs: int,
+    sources: List[Source],
+    mapper: RowMapper,
+    analytics: Any,
+    checkpoint: Any,
+    progress: Progress,
+) -> ImportReport:
+    if jobs > 1:
+        return ParallelImport(
+            sources,
+            mapper,
+            jobs=jobs,
+            client=None
+            if args.dry_run
+            else {"write_key": args.write_key, "host": args.host, "path": args.path},
+            window=args.window,
+            rate=args.rate,
+            checkpoint=checkpoint,
+            restart=args.restart,
+            rejects_path=args.rejects,
+            progress=None if args.progress == "none" else progress,
+        ).run()
+    return execute(
+        [(s.path, _rows_of(s)) for s in sources],
+        mapper,
+        analytics=analytics,
+        owns_client=True,
+        window=args.window,
+        rate=args.rate,
+        checkpoint=checkpoint,
+        restart=args.restart,
+        rejects_path=args.rejects,
+        progress=None if args.progress == "none" else progress,
+    )
+
+
 def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
     out = out or sys.stdout
     err = sys.stderr
@@ -144,11 +204,19 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
         return EXIT_USAGE
     from journy_analytics.bulk import import_client
 
+    jobs = args.jobs
+    if jobs == "auto":
+        jobs = default_jobs(sum(s.size for s in sources))
     analytics = None
     checkpoint = None
     if not args.dry_run:
         try:
             analytics = import_client(args.write_key, args.host, path=args.path, window=args.window)
+            if jobs > 1:
+                # Checked here (a bad --host fails before any worker starts); the workers
+                # have clients of their own.
+                analytics.close_and_flush(timeout=0)
+                analytics = None
         except ValueError as exc:
             print(f"journy import: {exc}", file=err)
             return EXIT_USAGE
@@ -158,7 +226,8 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
             try:
                 state = checkpoint.load()
             except ValueError as exc:
-                analytics.close_and_flush(timeout=0)
+                if analytics is not None:
+                    analytics.close_and_flush(timeout=0)
                 print(f"journy import: {exc}", file=err)
                 return EXIT_USAGE
             if state is not None:
@@ -169,27 +238,11 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
                 )
     progress = Progress(sources, "none" if args.progress == "none" else args.progress, err)
 
-    def rows_of(source: Source) -> Any:
-        def rows(skip: int) -> Rows:
-            return source.rows(skip)
-
-        return rows
-
     interrupted = False
     report = None
     try:
-        report = execute(
-            [(s.path, rows_of(s)) for s in sources],
-            mapper,
-            analytics=analytics,
-            owns_client=True,
-            window=args.window,
-            rate=args.rate,
-            checkpoint=checkpoint,
-            restart=args.restart,
-            rejects_path=args.rejects,
-            progress=None if args.progress == "none" else progress,
-        )
+        with collect_rarely():
+            report = _run(args, jobs, sources, mapper, analytics, checkpoint, progress)
     except KeyboardInterrupt:
         interrupted = True
     except ValueError as exc:  # e.g. a CSV header that cannot be read

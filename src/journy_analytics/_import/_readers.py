@@ -12,13 +12,13 @@ import csv
 import gzip
 import io
 import os
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import orjson
 
 from journy_analytics._import._rows import SKIPPED, Refusal
 
-__all__ = ["FORMATS", "Source", "detect_format"]
+__all__ = ["FORMATS", "Source", "decode_line", "detect_format"]
 
 FORMATS = ("jsonl", "csv", "parquet")
 _PARQUET_BATCH = 8192
@@ -62,15 +62,16 @@ class Source:
         if self.format == "parquet":
             self.total_rows = _parquet_file(path).metadata.num_rows
 
-    def rows(self, skip: int = 0) -> Iterator[Tuple[int, Any]]:
+    def rows(self, skip: int = 0, raw: bool = False) -> Iterator[Tuple[int, Any]]:
+        """``raw``: JSONL lines are yielded as bytes, left for :func:`decode_line` (a parallel
+        import decodes them in its workers, not in the reading process)."""
         if self.format == "jsonl":
-            return self._jsonl(skip)
+            return self._jsonl(skip, raw)
         if self.format == "csv":
             return self._csv(skip)
         return self._parquet(skip)
 
-    def _jsonl(self, skip: int) -> Iterator[Tuple[int, Any]]:
-        loads = orjson.loads
+    def _jsonl(self, skip: int, raw_lines: bool) -> Iterator[Tuple[int, Any]]:
         gz = self.path.lower().endswith(".gz")
         with open(self.path, "rb", buffering=_READ_BUFFER) as raw:
             f: Any = io.BufferedReader(gzip.GzipFile(fileobj=raw), _READ_BUFFER) if gz else raw
@@ -87,13 +88,41 @@ class Source:
                     skip -= 1
                     yield line, SKIPPED
                     continue
-                try:
-                    value = loads(text)
-                except orjson.JSONDecodeError as exc:
-                    raw_text = text.decode("utf-8", "replace").rstrip()
-                    yield line, Refusal("bad_json", f"not valid JSON: {exc}", raw_text)
-                    continue
-                yield line, value
+                yield line, text if raw_lines else decode_line(text)
+        self.position = self.size
+
+    def line_blocks(self, skip: int, size: int) -> Iterator[Tuple[int, Sequence[int], List[bytes]]]:
+        """JSONL only, for a parallel import's reader: ``(skipped, lines, texts)`` blocks of
+        about ``size`` rows, undecoded, read a block at a time rather than a line at a time
+        (the reading process reads for every worker). ``skipped`` counts the rows of the
+        block that ``skip`` passed over; blank lines are not rows, as in :meth:`rows`."""
+        gz = self.path.lower().endswith(".gz")
+        hint = size * 128  # bytes: readlines() stops after the line that passes it
+        with open(self.path, "rb", buffering=_READ_BUFFER) as raw:
+            f: Any = io.BufferedReader(gzip.GzipFile(fileobj=raw), _READ_BUFFER) if gz else raw
+            line = 0  # lines before this block
+            position = 0
+            while True:
+                block = f.readlines(hint)
+                if not block:
+                    break
+                first = line + 1
+                line += len(block)
+                position += sum(map(len, block))
+                self.position = raw.tell() if gz else position
+                texts = [t for t in block if t.strip()]
+                lines: Sequence[int] = (
+                    range(first, line + 1)
+                    if len(texts) == len(block)
+                    else [n for n, t in enumerate(block, first) if t.strip()]
+                )
+                skipped = 0
+                if skip:
+                    skipped = min(skip, len(texts))
+                    skip -= skipped
+                    texts = texts[skipped:]
+                    lines = lines[skipped:]
+                yield skipped, lines, texts
         self.position = self.size
 
     def _csv(self, skip: int) -> Iterator[Tuple[int, Any]]:
@@ -168,6 +197,15 @@ class Source:
             if self.total_rows:
                 self.position = int(self.size * row / self.total_rows)
         self.position = self.size
+
+
+def decode_line(text: bytes) -> Any:
+    """One JSONL line: its value, or a ``bad_json`` Refusal carrying the line's text."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raw_text = text.decode("utf-8", "replace").rstrip()
+        return Refusal("bad_json", f"not valid JSON: {exc}", raw_text)
 
 
 def _parquet_file(path: str) -> Any:
