@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Optional
 
 import orjson
 import pytest
+from tests.test_import import BAD_LINES, JOURNY, _duplicate_free, _event, _import, _rows_seen
 
 from journy_analytics._import._parallel import Assignments, default_jobs
 from journy_analytics.collector import CollectorThread
-from tests.test_import import BAD_LINES, JOURNY, _duplicate_free, _event, _import, _rows_seen
 
 WORKER_MODULE = "journy_analytics._import._parallel"
 
@@ -72,7 +72,7 @@ def _checkpoint(directory: Path) -> Optional[Dict[str, Any]]:
 
 def _start(
     collector: CollectorThread, cwd: Path, path: Path, tag: str, *args: str
-) -> "subprocess.Popen[bytes]":
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "JOURNY_WRITE_KEY": "k", "JOURNY_TEST_TAG": tag}
     return subprocess.Popen(
         [JOURNY, "import", str(path), "--host", collector.url, "--progress", "none", *args],
@@ -83,7 +83,7 @@ def _start(
     )
 
 
-def _wait_for_progress(proc: "subprocess.Popen[bytes]", cwd: Path, rows: int) -> int:
+def _wait_for_progress(proc: subprocess.Popen[bytes], cwd: Path, rows: int) -> int:
     """Until the checkpoint passes ``rows`` (the import is well under way)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -126,7 +126,7 @@ def test_every_row_once_and_rejects_with_file_and_line_across_workers(
     rows: List[Any] = []
     bad_lines: List[int] = []
     n_good = 0
-    for block in range(6):
+    for _block in range(6):
         for _ in range(700):
             rows.append(_event(n_good))
             n_good += 1
@@ -145,13 +145,17 @@ def test_every_row_once_and_rejects_with_file_and_line_across_workers(
     assert sorted(r["line"] for r in records) == bad_lines
     assert all(r["file"] == str(path) for r in records)
     by_line = {r["line"]: r for r in records}
-    assert by_line[bad_lines[0]]["row"] == "{not json" and by_line[bad_lines[0]]["code"] == "bad_json"
+    assert (
+        by_line[bad_lines[0]]["row"] == "{not json" and by_line[bad_lines[0]]["code"] == "bad_json"
+    )
     assert by_line[bad_lines[1]]["code"] == "invalid"
     # The summary's examples are the first refused lines, as one process would list them.
     assert f"{path}:{bad_lines[1]}: track() needs event" in out
     state = _checkpoint(tmp_path)
-    assert state is not None and state["complete"] and state["rows_done"] == len(
-        [r for r in rows if r != b""]
+    assert (
+        state is not None
+        and state["complete"]
+        and state["rows_done"] == len([r for r in rows if r != b""])
     )
 
 
@@ -242,7 +246,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_a_checkpoint_to_resume_from(
     try:
         _wait_for_progress(proc, tmp_path, 3000)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -307,7 +311,9 @@ def test_a_bad_write_key_stops_every_worker_at_once(tmp_path: Path) -> None:
         assert strict.stats()["events"] == 5000
 
 
-def test_works_from_a_script_without_a_main_guard(collector: CollectorThread, tmp_path: Path) -> None:
+def test_works_from_a_script_without_a_main_guard(
+    collector: CollectorThread, tmp_path: Path
+) -> None:
     # Workers are not multiprocessing children: nothing re-imports the caller's script.
     path = _write(tmp_path / "e.jsonl", [_event(i) for i in range(3000)])
     script = tmp_path / "backfill.py"
