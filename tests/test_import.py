@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gc
 import os
 import signal
 import subprocess
@@ -69,7 +70,11 @@ def test_import_delivers_every_row_with_its_historical_timestamp(
 ) -> None:
     path = _write_jsonl(tmp_path / "events.jsonl", [_event(i) for i in range(3000)])
     before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    gc_before = (gc.get_threshold(), gc.get_freeze_count())
     assert _import(collector, tmp_path, str(path)) == 0
+    # The command collects garbage rarely while it runs; a caller's process gets its
+    # settings back (the tests run it in-process, as a script may).
+    assert (gc.get_threshold(), gc.get_freeze_count()) == gc_before
     out = capsys.readouterr().out
     assert "3,000 rows read" in out and "delivered: 3,000" in out
     assert _rows_seen(collector) == list(range(3000))

@@ -12,11 +12,14 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import journy_analytics
 from journy_analytics import Analytics, bulk
 from journy_analytics._encoding import encode_event
-from journy_analytics._import._rows import _NAMESPACE, RowMapper
+from journy_analytics._import._rows import _NAMESPACE, Refusal, RowMapper
 from journy_analytics._messages import build_track
 from journy_analytics._outcomes import RowAck
 from journy_analytics.collector import CollectorThread
@@ -60,6 +63,89 @@ def test_content_ids_are_the_ones_earlier_imports_used() -> None:
     assert str(uuid.uuid5(uuid.UUID(bytes=_NAMESPACE), canonical.decode())) == (
         "8a59d2c7-7dcc-5cd1-8ef9-4279be19a167"
     )
+
+
+def _both_paths(mapper: RowMapper, row: Dict[str, Any]) -> Tuple[Any, Any]:
+    """What ``call`` gives a row (the short path where it applies), and what the general
+    path alone gives it: a result or the Refusal's code and reason."""
+
+    def outcome(fn: Callable[[Any], Any]) -> Any:
+        try:
+            return fn(dict(row))
+        except Refusal as exc:
+            return ("refused", exc.code, exc.reason)
+
+    return outcome(mapper.call), outcome(mapper._call)
+
+
+SPEC_ROWS: List[Dict[str, Any]] = [
+    _event(1),
+    {**_event(2), "name": "Home"},  # not a track field: moved into properties
+    {**_event(3), "category": "Docs", "properties": {"category": "kept"}},  # the row's own wins
+    {**_event(4), "properties": '{"a": 1}'},  # an object as a JSON string (a CSV cell)
+    {**_event(5), "properties": "not json"},
+    {**_event(6), "traits": {"a": 1}},  # not a track field, and not data: refused
+    {**_event(7), "userId": None, "anonymousId": "anon"},
+    {**_event(8), "event": ""},
+    {**_event(9), "messageId": 12345},
+    {**_event(10), "timestamp": "2019-02-30T10:00:00Z"},
+    {"type": "page", "userId": "u", "name": "Home", "category": "Docs"},
+    {"type": "identify", "userId": "u", "traits": {"email": "a@b.c"}, "name": "Ada"},
+    {"type": "alias", "userId": "u", "previousId": "p", "name": "x"},
+    {"userId": "u", "event": "No Type"},
+    {"type": "launch", "userId": "u"},
+]
+
+
+@pytest.mark.parametrize("row", SPEC_ROWS, ids=range(len(SPEC_ROWS)))
+def test_the_short_path_for_spec_rows_agrees_with_the_general_one(row: Dict[str, Any]) -> None:
+    fast, general = _both_paths(RowMapper(), row)
+    assert fast == general
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.just(""),
+    st.text(max_size=5),
+    st.integers(),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.just('{"k": 1}'),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "type",
+                "userId",
+                "anonymousId",
+                "event",
+                "name",
+                "category",
+                "properties",
+                "traits",
+                "context",
+                "groupId",
+                "previousId",
+                "timestamp",
+                "messageId",
+            ]
+        ),
+        _VALUES,
+    ),
+    st.sampled_from(["track", "page", "identify", "group", "alias", "screen", None, 3]),
+)
+def test_the_short_path_agrees_with_the_general_one_on_any_spec_row(
+    row: Dict[str, Any], kind: Any
+) -> None:
+    if kind is not None:
+        row["type"] = kind
+    if "timestamp" in row:
+        row["timestamp"] = "2020-01-02T03:04:05Z"
+    fast, general = _both_paths(RowMapper(), row)
+    assert fast == general
 
 
 class _Owner:

@@ -221,7 +221,7 @@ class RowMapper:
         kind = fields.pop("type", None) or self.default_type
         if kind is None and "event" in fields:
             kind = "track"
-        allowed = _ALLOWED.get(kind)  # type: ignore[arg-type]
+        allowed = _ALLOWED.get(kind) if type(kind) is str else None
         if allowed is None or not allowed.issuperset(fields):
             return None
         for key in _OBJECTS:
@@ -243,7 +243,7 @@ class RowMapper:
         kind = fields.pop("type", None) or self.default_type
         if kind is None:
             kind = "track" if "event" in fields else None
-        if kind not in _KEYWORDS:
+        if type(kind) is not str or kind not in _KEYWORDS:  # a dict is no type, nor a key
             raise Refusal(
                 "bad_type",
                 f"type {kind!r} is not one of {', '.join(TYPES)}"
