@@ -231,9 +231,12 @@ def import_lines(doc: Dict[str, Any]) -> List[str]:
             lines.append(f"{label}: {r.get('error') or r.get('skipped')}")
             continue
         sink = r.get("sink") or {}
+        procs = r.get("processes") or 1
         lines.append(
             f"{label}: {r['throughput_eps']:,.0f} events/s, peak RSS "
-            f"{r['peak_rss'] / 1e6:,.0f} MB, CPU {r['cpu_seconds']:.1f} s, "
+            f"{r['peak_rss'] / 1e6:,.0f} MB"
+            + (f" (all {procs} processes together)" if procs > 1 else "")
+            + f", CPU {r['cpu_seconds']:.1f} s, "
             f"{sink.get('unique', 0):,} of {r['events']:,} events at the sink"
         )
     return lines
