@@ -207,6 +207,9 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
     jobs = args.jobs
     if jobs == "auto":
         jobs = default_jobs(sum(s.size for s in sources))
+    elif jobs > 1 and os.name != "posix":
+        print("journy import: --jobs needs a POSIX system; importing in one process", file=err)
+        jobs = 1
     analytics = None
     checkpoint = None
     if not args.dry_run:

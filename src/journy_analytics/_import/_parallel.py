@@ -15,8 +15,8 @@ is a row below which every row is settled: the same checkpoint one process write
 run resumes where any earlier run (with any ``--jobs``) stopped. Refused rows come back
 to the reader, which writes ``--rejects`` before any checkpoint that passes them.
 
-Workers are ``python -m journy_analytics._import._parallel`` processes (not
-``multiprocessing``, which would import the caller's main module again in each one), in a
+Workers are fresh interpreters running :func:`_worker_main` (not ``multiprocessing``,
+which would import the caller's main module again in each one), in a
 session of their own (Ctrl-C reaches the reader, which stops them in order), talking over
 two pipes each. The reader never blocks on a worker: a feeder thread per worker writes its
 chunks, a worker's own reader thread takes them in as they come, and a worker asks for its
@@ -216,8 +216,18 @@ def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
         relay.send(("done", settings.worker, importer.report))
 
 
+# A worker's command line. The package is imported the way a fresh interpreter finds it,
+# else from where the reader found it (appended to sys.path, never ahead of the stdlib).
+_BOOTSTRAP = (
+    "import sys; sys.path.append(sys.argv[1]); "
+    "from journy_analytics._import._parallel import _worker_main; "
+    "sys.exit(_worker_main(sys.argv[2:]))"
+)
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def _worker_main(argv: List[str]) -> int:
-    """``python -m journy_analytics._import._parallel IN_FD OUT_FD``."""
+    """A worker: ``argv`` is the file descriptors of its two pipes (in, out)."""
     inbox = Connection(int(argv[0]), writable=False)
     out = Connection(int(argv[1]), readable=False)
     try:
@@ -286,22 +296,18 @@ class _Worker:
         self.index = index
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
-        env = dict(os.environ)
-        # The worker imports this very package, wherever the reader found it.
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         try:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "journy_analytics._import._parallel",
+                    "-c",
+                    _BOOTSTRAP,
+                    _PACKAGE_ROOT,
                     str(to_worker_r),
                     str(from_worker_w),
                 ],
                 pass_fds=(to_worker_r, from_worker_w),
                 stdin=subprocess.DEVNULL,
-                env=env,
                 start_new_session=True,  # Ctrl-C is the reader's to handle
             )
         finally:
@@ -582,7 +588,3 @@ class ParallelImport:
         if self._stop is not None and self._stop != "interrupted":
             self.report.stopped = self._stop
         self._tick(final=True)
-
-
-if __name__ == "__main__":
-    sys.exit(_worker_main(sys.argv[1:]))
