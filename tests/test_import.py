@@ -262,7 +262,10 @@ def test_csv_identify_with_dotted_columns(collector: CollectorThread, tmp_path: 
     assert user["traits"] == {"email": "a@example.com", "name": "Ada"}
 
 
-def test_parquet_with_real_timestamp_columns(collector: CollectorThread, tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_parquet_with_real_timestamp_columns(
+    collector: CollectorThread, tmp_path: Path, jobs: str
+) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     utc = dt.timezone.utc
@@ -285,7 +288,8 @@ def test_parquet_with_real_timestamp_columns(collector: CollectorThread, tmp_pat
     path = tmp_path / "events.parquet"
     pq.write_table(table, path)
     mapping = "userId=user_id,event=action,timestamp=at"
-    assert _import(collector, tmp_path, str(path), "--map", mapping) == 0
+    # With --jobs 2, rows (with their datetimes) cross to a worker process.
+    assert _import(collector, tmp_path, str(path), "--map", mapping, "--jobs", jobs) == 0
     events = {e["userId"]: e for e in collector.events()}
     assert events["u1"]["timestamp"] == "2017-01-02T03:04:05.678Z"
     assert events["u2"]["timestamp"] == "2017-01-03T00:00:00.000Z"
