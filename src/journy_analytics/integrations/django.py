@@ -22,7 +22,8 @@ given; else, if ``JOURNY_ANALYTICS`` holds client settings, one client per proce
 from them and installed as the module-level client; else the module-level client as the
 environment configures it. It is created when Django loads the middleware (in the gunicorn
 master under ``--preload``, where it survives the fork), and flushed when the worker
-process exits (SIGTERM, ``max_requests``), within ``exit_flush_timeout``.
+process exits (SIGTERM, ``max_requests``), within ``exit_flush_timeout``. Under ASGI
+(uvicorn), whose Django handler has no lifespan, the SDK's SIGTERM handler flushes.
 """
 
 from __future__ import annotations
@@ -53,8 +54,13 @@ def user_scope(request: Any) -> Dict[str, Any]:
 class JournyMiddleware:
     """Opens ``journy_analytics.scope(...)`` around each request (see the module doc)."""
 
+    # Sync only on purpose: ``request.user`` and a sync ``identify`` may query the database,
+    # which Django forbids on the event loop. Under ASGI Django runs this in a thread of its
+    # own per request (asgiref's sync_to_async) and the rest of the request, async views
+    # included, back on the loop in a copy of this thread's context (async_to_sync), so
+    # they see the scope (tests/integrations/test_django_asgi.py).
     sync_capable = True
-    async_capable = False  # Django adapts it under ASGI; the scope follows the request
+    async_capable = False
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
