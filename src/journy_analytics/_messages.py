@@ -94,8 +94,9 @@ def format_timestamp(value: Timestamp, field: str = "timestamp") -> str:
     """Normalise a caller's timestamp to ISO-8601 UTC with milliseconds and a Z."""
     if value is None:
         return now_iso()
-    if value is _last_formatted[0]:
-        return value  # a str: our own output
+    last = _last_formatted[0]
+    if value is last and last is not None:
+        return last  # our own output, the very object
     if type(value) is str and _WIRE_FORM.match(value):
         try:
             _dt.datetime.fromisoformat(value[:19])  # the calendar check: no February 30
