@@ -18,6 +18,8 @@ import asyncio
 import threading
 from typing import Any, Callable, TypeVar
 
+from journy_analytics._threads import signal_free
+
 __all__ = ["run_in_thread"]
 
 T = TypeVar("T")
@@ -43,7 +45,7 @@ async def run_in_thread(fn: Callable[..., T], *args: Any, name: str = "journy-ai
         else:
             _call_soon(loop, settle_result, value)
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    threading.Thread(target=signal_free(run), name=name, daemon=True).start()
     return await future
 
 

@@ -25,6 +25,7 @@ import orjson
 
 from journy_analytics._errors import DeliveryError
 from journy_analytics._events import Emitter
+from journy_analytics._threads import signal_free
 
 __all__ = ["DESTINATION_QUEUE_SIZE", "PLUGIN_TYPES", "PluginChain"]
 
@@ -369,7 +370,7 @@ class _DestinationDispatcher:
             if self._thread is not None:
                 return
             thread = threading.Thread(
-                target=self._loop, name="journy-analytics-destinations", daemon=True
+                target=signal_free(self._loop), name="journy-analytics-destinations", daemon=True
             )
             self._thread = thread
         thread.start()

@@ -22,6 +22,7 @@ from typing import Callable, List, Optional, Tuple
 
 from journy_analytics._delivery import BatchResult, BatchSender, RetryLater
 from journy_analytics._logs import logger
+from journy_analytics._threads import signal_free
 from journy_analytics._types import Batch, data_of
 
 __all__ = ["SenderPool"]
@@ -81,7 +82,7 @@ class SenderPool:
             spawn = not self.inline and self._idle == 0 and len(self._threads) < self._max
             if spawn:
                 thread = threading.Thread(
-                    target=self._serve,
+                    target=signal_free(self._serve),
                     name=f"journy-analytics-sender-{len(self._threads)}",
                     daemon=True,
                 )

@@ -30,6 +30,7 @@ import time
 from typing import Any, List, Optional, Protocol, Set
 
 from journy_analytics._logs import logger
+from journy_analytics._threads import signal_free
 
 __all__ = ["flush_all", "install_sigterm_handler", "track", "untrack"]
 
@@ -144,7 +145,7 @@ def _deliver_from_handler(close: bool) -> None:
         return
     budget = max(w.exit_flush_timeout for w in workers)
     helper = threading.Thread(
-        target=flush_all, args=(close,), name="journy-analytics-sigterm", daemon=True
+        target=signal_free(flush_all), args=(close,), name="journy-analytics-sigterm", daemon=True
     )
     try:
         helper.start()

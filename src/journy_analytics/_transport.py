@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Protocol, Tuple, runtime_checkable
 from urllib.parse import urlsplit
 
+from journy_analytics._threads import signal_free
 from journy_analytics._version import __version__
 
 __all__ = ["USER_AGENT", "HttpClient", "Response", "StdlibHttpClient"]
@@ -97,7 +98,7 @@ class _Watchdog:
             heapq.heappush(self._heap, (deadline, next(self._ids), conn))
             if self._thread is None:
                 thread = threading.Thread(
-                    target=self._run, name="journy-analytics-deadlines", daemon=True
+                    target=signal_free(self._run), name="journy-analytics-deadlines", daemon=True
                 )
                 try:
                     thread.start()

@@ -29,6 +29,7 @@ from journy_analytics._outcomes import Outcomes
 from journy_analytics._queue import EventQueue
 from journy_analytics._retry import RetryPolicy
 from journy_analytics._senders import SenderPool
+from journy_analytics._threads import signal_free
 from journy_analytics._transport import HttpClient
 from journy_analytics._types import Batch, Callback, Cause, Item
 
@@ -227,7 +228,9 @@ class Worker:
             if self._dispatcher is not None or self._no_threads or self._finished:
                 return
             thread = threading.Thread(
-                target=self._run_dispatcher, name="journy-analytics-dispatcher", daemon=True
+                target=signal_free(self._run_dispatcher),
+                name="journy-analytics-dispatcher",
+                daemon=True,
             )
             self._dispatcher = thread
         try:

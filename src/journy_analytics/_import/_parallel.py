@@ -50,6 +50,7 @@ from journy_analytics._import._engine import (
 )
 from journy_analytics._import._readers import Source, decode_line
 from journy_analytics._import._rows import SKIPPED, RowMapper
+from journy_analytics._threads import signal_free
 
 __all__ = ["Assignments", "ParallelImport", "default_jobs"]
 
@@ -163,7 +164,10 @@ def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
     reader_gone = threading.Event()
     chunks: queue.Queue[Any] = queue.Queue()
     threading.Thread(
-        target=_take_in, args=(inbox, chunks, stop), name="journy-import-inbox", daemon=True
+        target=signal_free(_take_in),
+        args=(inbox, chunks, stop),
+        name="journy-import-inbox",
+        daemon=True,
     ).start()
     analytics = None
     if settings.client is not None:
@@ -318,7 +322,9 @@ class _Worker:
         self._items: queue.Queue[Any] = queue.Queue()
         self._items.put(settings)
         self._feeder = threading.Thread(
-            target=_feed, args=(self._outbox, self._items), name=f"journy-import-feed-{index}"
+            target=signal_free(_feed),
+            args=(self._outbox, self._items),
+            name=f"journy-import-feed-{index}",
         )
         self._feeder.daemon = True
         self._feeder.start()

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 import orjson
 
+from journy_analytics._threads import signal_free
 from journy_analytics.collector._ingest import PreparedEvent
 
 __all__ = ["IngestResult", "Store"]
@@ -563,7 +564,7 @@ class Store:
         self._close_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(
-            target=self._serve_jobs, name="journy-collector-db", daemon=True
+            target=signal_free(self._serve_jobs), name="journy-collector-db", daemon=True
         )
         self._thread.start()
         try:

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Optional
 
 import orjson
 
+from journy_analytics._threads import signal_free
 from journy_analytics.collector._faults import Faults
 from journy_analytics.collector._server import (
     DEFAULT_PATH,
@@ -92,7 +93,7 @@ class CollectorThread:
             ready = threading.Event()
             outcome: dict[str, Any] = {}
             thread = threading.Thread(
-                target=self._run,
+                target=signal_free(self._run),
                 args=(self._state, ready, outcome),
                 name=f"journy-collector:{self._port}",
                 daemon=True,
