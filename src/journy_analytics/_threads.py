@@ -12,7 +12,9 @@ normally the main one.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from typing import Any, Callable, FrozenSet
 
@@ -45,8 +47,18 @@ def signal_free(target: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         # Only in a thread of its own: under gevent or eventlet a "thread" is a greenlet
         # in the main thread, which must keep receiving signals.
-        if threading.get_native_id() != threading.main_thread().native_id:
+        if not _in_main_os_thread():
             signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKABLE)
         return target(*args, **kwargs)
 
     return run
+
+
+def _in_main_os_thread() -> bool:
+    native = threading.get_native_id()
+    if sys.platform.startswith("linux"):
+        # The main thread's id is the process id, in a forked child too. Not
+        # threading.main_thread(): in a child forked before gevent patched threading (a
+        # gunicorn gevent worker) it still carries the parent's id.
+        return native == os.getpid()
+    return native == threading.main_thread().native_id
