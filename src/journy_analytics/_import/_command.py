@@ -12,10 +12,10 @@ import argparse
 import hashlib
 import os
 import sys
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from journy_analytics._import._checkpoint import Checkpoint
-from journy_analytics._import._engine import ImportReport, Rows, collect_rarely, execute
+from journy_analytics._import._engine import ImportReport, collect_rarely, execute
 from journy_analytics._import._parallel import ParallelImport, default_jobs
 from journy_analytics._import._progress import Progress
 from journy_analytics._import._readers import FORMATS, Source
@@ -142,13 +142,6 @@ def _identity(args: argparse.Namespace, sources: List[Source]) -> Tuple[dict[str
     return identity, describe
 
 
-def _rows_of(source: Source) -> Any:
-    def rows(skip: int) -> Rows:
-        return source.rows(skip)
-
-    return rows
-
-
 def _run(
     args: argparse.Namespace,
     jobs: int,
@@ -158,32 +151,23 @@ def _run(
     checkpoint: Any,
     progress: Progress,
 ) -> ImportReport:
+    common: Dict[str, Any] = {
+        "window": args.window,
+        "rate": args.rate,
+        "checkpoint": checkpoint,
+        "restart": args.restart,
+        "rejects_path": args.rejects,
+        "progress": None if args.progress == "none" else progress,
+    }
     if jobs > 1:
-        return ParallelImport(
-            sources,
-            mapper,
-            jobs=jobs,
-            client=None
+        client = (
+            None
             if args.dry_run
-            else {"write_key": args.write_key, "host": args.host, "path": args.path},
-            window=args.window,
-            rate=args.rate,
-            checkpoint=checkpoint,
-            restart=args.restart,
-            rejects_path=args.rejects,
-            progress=None if args.progress == "none" else progress,
-        ).run()
+            else {"write_key": args.write_key, "host": args.host, "path": args.path}
+        )
+        return ParallelImport(sources, mapper, jobs=jobs, client=client, **common).run()
     return execute(
-        [(s.path, _rows_of(s)) for s in sources],
-        mapper,
-        analytics=analytics,
-        owns_client=True,
-        window=args.window,
-        rate=args.rate,
-        checkpoint=checkpoint,
-        restart=args.restart,
-        rejects_path=args.rejects,
-        progress=None if args.progress == "none" else progress,
+        [(s.path, s.rows) for s in sources], mapper, analytics=analytics, owns_client=True, **common
     )
 
 

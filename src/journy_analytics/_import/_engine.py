@@ -38,7 +38,15 @@ from journy_analytics._import._rows import SKIPPED, Refusal, RowMapper
 from journy_analytics._outcomes import RowAck
 from journy_analytics._scope import active_scope
 
-__all__ = ["SKIPPED", "ImportReport", "Importer", "Reject", "RejectsWriter", "collect_rarely"]
+__all__ = [
+    "SKIPPED",
+    "ImportReport",
+    "Importer",
+    "Reject",
+    "RejectsWriter",
+    "collect_rarely",
+    "resume_point",
+]
 
 _EXAMPLES_PER_CODE = 5
 _CHECKPOINT_EVERY = 0.2  # seconds between checkpoint writes while rows settle
@@ -504,6 +512,18 @@ class Importer:
         self._last_save = now
 
 
+def resume_point(checkpoint: Optional[Checkpoint], restart: bool) -> int:
+    """The rows a run may skip: ``rows_done`` of the checkpoint, or 0 (none, or
+    ``restart``, which removes it)."""
+    if checkpoint is None:
+        return 0
+    if restart:
+        checkpoint.remove()
+        return 0
+    state = checkpoint.load()
+    return 0 if state is None else int(state.get("rows_done", 0))
+
+
 def execute(
     sources: List[Tuple[Optional[str], Callable[[int], Rows]]],
     mapper: RowMapper,
@@ -519,14 +539,7 @@ def execute(
     close_timeout: float = 30.0,
 ) -> ImportReport:
     """Resume from ``checkpoint`` (unless ``restart``), run, settle, close what we own."""
-    skip = 0
-    if checkpoint is not None and analytics is not None:
-        if restart:
-            checkpoint.remove()
-        else:
-            state = checkpoint.load()
-            if state is not None:
-                skip = int(state.get("rows_done", 0))
+    skip = resume_point(checkpoint, restart) if analytics is not None else 0
     rejects = None
     if rejects_path is not None:
         # A resumed run appends: the refusals below the checkpoint are in the file already.

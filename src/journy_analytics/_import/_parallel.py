@@ -47,6 +47,7 @@ from journy_analytics._import._engine import (
     Reject,
     RejectsWriter,
     collect_rarely,
+    resume_point,
 )
 from journy_analytics._import._readers import Source, decode_line
 from journy_analytics._import._rows import SKIPPED, RowMapper
@@ -418,14 +419,7 @@ class ParallelImport:
         return low
 
     def run(self) -> ImportReport:
-        skip = 0
-        if self.checkpoint is not None:
-            if self.restart:
-                self.checkpoint.remove()
-            else:
-                state = self.checkpoint.load()
-                if state is not None:
-                    skip = int(state.get("rows_done", 0))
+        skip = resume_point(self.checkpoint, self.restart)
         self._saved = skip
         if self.rejects_path is not None:
             self._rejects = RejectsWriter(self.rejects_path, append=skip > 0)
