@@ -18,21 +18,21 @@ from typing import Any, Dict, List, Optional
 
 import orjson
 import pytest
-from tests.test_import import BAD_LINES, JOURNY, _duplicate_free, _event, _import, _rows_seen
+from tests.test_import import (
+    BAD_LINES,
+    JOURNY,
+    _duplicate_free,
+    _event,
+    _import,
+    _rows_seen,
+    _write_jsonl,
+)
 
 from journy_analytics._import._parallel import Assignments, default_jobs
 from journy_analytics._import._readers import Source
 from journy_analytics.collector import CollectorThread
 
 WORKER_MODULE = "journy_analytics._import._parallel"
-
-
-def _write(path: Path, rows: List[Any]) -> Path:
-    with open(path, "wb") as f:
-        for row in rows:
-            f.write(row if isinstance(row, bytes) else orjson.dumps(row))
-            f.write(b"\n")
-    return path
 
 
 def _workers_tagged(tag: str) -> List[int]:
@@ -115,7 +115,7 @@ def test_the_settled_prefix_of_each_worker_maps_back_to_input_rows() -> None:
 
 def test_line_blocks_number_lines_past_blanks_and_skip_done_rows(tmp_path: Path) -> None:
     rows = [_event(i) for i in range(10)]
-    path = _write(tmp_path / "e.jsonl", [rows[0], b"", rows[1], b"  ", *rows[2:]])
+    path = _write_jsonl(tmp_path / "e.jsonl", [rows[0], b"", rows[1], b"  ", *rows[2:]])
     blocks = list(Source(str(path)).line_blocks(skip=3, size=1))
     assert sum(skipped for skipped, _, _ in blocks) == 3
     lines = [n for _, numbers, _ in blocks for n in numbers]
@@ -147,7 +147,7 @@ def test_every_row_once_and_rejects_with_file_and_line_across_workers(
             rows.append(bad)
             if bad != b"":
                 bad_lines.append(len(rows))
-    path = _write(tmp_path / "mixed.jsonl", rows)
+    path = _write_jsonl(tmp_path / "mixed.jsonl", rows)
     rejects = tmp_path / "rejects.jsonl"
     code = _import(collector, tmp_path, str(path), "--jobs", "3", "--rejects", str(rejects))
     assert code == 1
@@ -199,7 +199,7 @@ def test_a_csv_export_with_a_mapping_over_two_workers(
 def test_dry_run_over_workers_sends_nothing(
     collector: CollectorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _write(tmp_path / "mixed.jsonl", [*[_event(i) for i in range(2000)], *BAD_LINES])
+    path = _write_jsonl(tmp_path / "mixed.jsonl", [*[_event(i) for i in range(2000)], *BAD_LINES])
     assert _import(collector, tmp_path, str(path), "--dry-run", "--jobs", "2") == 1
     out = capsys.readouterr().out
     assert "valid (would be sent): 2,002" in out and "refused: 5" in out
@@ -211,7 +211,7 @@ def test_kill_9_of_the_reader_then_resume_delivers_every_row_once(
 ) -> None:
     n, window, rate = 30_000, 1000, 6000
     collector.set_faults(latency_ms=300)  # rows stay in flight: the checkpoint must wait
-    path = _write(tmp_path / "big.jsonl", [_event(i) for i in range(n)])
+    path = _write_jsonl(tmp_path / "big.jsonl", [_event(i) for i in range(n)])
     tag = uuid.uuid4().hex
     args = ("--jobs", "2", "--window", str(window))
     proc = _start(collector, tmp_path, path, tag, *args, "--rate", str(rate))
@@ -254,7 +254,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_a_checkpoint_to_resume_from(
 ) -> None:
     n = 30_000
     collector.set_faults(latency_ms=100)
-    path = _write(tmp_path / "big.jsonl", [_event(i) for i in range(n)])
+    path = _write_jsonl(tmp_path / "big.jsonl", [_event(i) for i in range(n)])
     tag = uuid.uuid4().hex
     proc = _start(collector, tmp_path, path, tag, "--jobs", "2", "--rate", "5000")
     try:
@@ -285,7 +285,7 @@ def test_a_worker_killed_stops_the_import_resumably(
 ) -> None:
     n = 30_000
     collector.set_faults(latency_ms=50)
-    path = _write(tmp_path / "big.jsonl", [_event(i) for i in range(n)])
+    path = _write_jsonl(tmp_path / "big.jsonl", [_event(i) for i in range(n)])
     tag = uuid.uuid4().hex
     proc = _start(collector, tmp_path, path, tag, "--jobs", "2", "--rate", "5000")
     try:
@@ -309,7 +309,7 @@ def test_a_worker_killed_stops_the_import_resumably(
 
 
 def test_a_bad_write_key_stops_every_worker_at_once(tmp_path: Path) -> None:
-    path = _write(tmp_path / "e.jsonl", [_event(i) for i in range(5000)])
+    path = _write_jsonl(tmp_path / "e.jsonl", [_event(i) for i in range(5000)])
     with CollectorThread(write_keys=["good"]) as strict:
         env = {**os.environ, "JOURNY_WRITE_KEY": "bad"}
         cmd = [JOURNY, "import", str(path), "--host", strict.url, "--progress", "none"]
@@ -333,7 +333,7 @@ def test_works_from_a_script_without_a_main_guard(
     collector: CollectorThread, tmp_path: Path
 ) -> None:
     # Workers are not multiprocessing children: nothing re-imports the caller's script.
-    path = _write(tmp_path / "e.jsonl", [_event(i) for i in range(3000)])
+    path = _write_jsonl(tmp_path / "e.jsonl", [_event(i) for i in range(3000)])
     script = tmp_path / "backfill.py"
     script.write_text(
         textwrap.dedent(

@@ -64,6 +64,20 @@ def app_env(collector: CollectorThread, **extra: str) -> Dict[str, str]:
     return env
 
 
+def django_users(env: Dict[str, str], *names: str) -> Dict[str, str]:
+    """Create the test Django app's database with these users: name -> primary key."""
+    made = subprocess.run(
+        [sys.executable, "-m", "journy_django.setup_db", *names],
+        env=env,
+        cwd=str(APPS),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    return dict(line.split() for line in made.stdout.splitlines())
+
+
 class Server:
     """A server subprocess on a loopback port; ``stop()`` sends SIGTERM and waits."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
@@ -11,7 +9,7 @@ import pytest
 
 from journy_analytics.collector import CollectorThread
 
-from .conftest import APPS, Server, app_env, free_port, tool
+from .conftest import Server, app_env, django_users, free_port, tool
 
 pytest.importorskip("django")
 
@@ -20,16 +18,7 @@ def test_django_middleware_scopes_each_request_and_shutdown_flushes(
     collector: CollectorThread, servers: Callable[..., Server], tmp_path: Path
 ) -> None:
     env = app_env(collector, JOURNY_TEST_DB=str(tmp_path / "django.sqlite3"))
-    made = subprocess.run(
-        [sys.executable, "-m", "journy_django.setup_db", "alice", "bob"],
-        env=env,
-        cwd=str(APPS),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert made.returncode == 0, made.stderr
-    pks = dict(line.split() for line in made.stdout.splitlines())
+    pks = django_users(env, "alice", "bob")
 
     port = free_port()
     server = servers(

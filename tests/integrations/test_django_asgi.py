@@ -7,8 +7,6 @@ queued at SIGTERM arrive through the SDK's own SIGTERM / exit flush."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -17,7 +15,7 @@ import pytest
 
 from journy_analytics.collector import CollectorThread
 
-from .conftest import APPS, Server, app_env, free_port, tool
+from .conftest import Server, app_env, django_users, free_port, tool
 
 pytest.importorskip("django")
 
@@ -28,16 +26,7 @@ def test_django_middleware_under_asgi_scopes_sync_and_async_views_and_sigterm_fl
     collector: CollectorThread, servers: Callable[..., Server], tmp_path: Path
 ) -> None:
     env = app_env(collector, JOURNY_TEST_DB=str(tmp_path / "django.sqlite3"))
-    made = subprocess.run(
-        [sys.executable, "-m", "journy_django.setup_db", "alice", "bob", "carol"],
-        env=env,
-        cwd=str(APPS),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert made.returncode == 0, made.stderr
-    pks = dict(line.split() for line in made.stdout.splitlines())
+    pks = django_users(env, "alice", "bob", "carol")
 
     port = free_port()
     server = servers(
