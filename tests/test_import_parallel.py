@@ -125,6 +125,23 @@ def test_line_blocks_number_lines_past_blanks_and_skip_done_rows(tmp_path: Path)
     assert list(Source(str(path)).rows(3, raw=True))[3:] == list(zip(lines, texts))
 
 
+def test_gzipped_inputs_read_like_plain_ones(tmp_path: Path) -> None:
+    import gzip
+
+    rows = [_event(i) for i in range(50)]
+    plain = _write_jsonl(tmp_path / "e.jsonl", [rows[0], b"", *rows[1:]])
+    packed = tmp_path / "e.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert list(Source(str(packed)).rows(2)) == list(Source(str(plain)).rows(2))
+    blocks = [b[1:] for b in Source(str(packed)).line_blocks(skip=2, size=4)]
+    assert blocks == [b[1:] for b in Source(str(plain)).line_blocks(skip=2, size=4)]
+    csv_text = "user_id,action\n" + "".join(f"u{i},Signed Up\n" for i in range(20))
+    packed_csv = tmp_path / "users.csv.gz"
+    packed_csv.write_bytes(gzip.compress(csv_text.encode()))
+    read = list(Source(str(packed_csv)).rows())
+    assert read[3] == (5, {"user_id": "u3", "action": "Signed Up"}) and len(read) == 20
+
+
 def test_auto_jobs_is_one_process_for_small_inputs_and_a_worker_per_core_otherwise() -> None:
     assert default_jobs(10_000) == 1
     cores = len(os.sched_getaffinity(0))

@@ -62,6 +62,14 @@ class Source:
         if self.format == "parquet":
             self.total_rows = _parquet_file(path).metadata.num_rows
 
+    @property
+    def _gzipped(self) -> bool:
+        return self.path.lower().endswith(".gz")
+
+    def _uncompressed(self, raw: Any) -> Any:
+        """The file's bytes as written, through gzip for a ``.gz`` file."""
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw), _READ_BUFFER) if self._gzipped else raw
+
     def rows(self, skip: int = 0, raw: bool = False) -> Iterator[Tuple[int, Any]]:
         """``raw``: JSONL lines are yielded as bytes, left for :func:`decode_line` (a parallel
         import decodes them in its workers, not in the reading process)."""
@@ -72,9 +80,9 @@ class Source:
         return self._parquet(skip)
 
     def _jsonl(self, skip: int, raw_lines: bool) -> Iterator[Tuple[int, Any]]:
-        gz = self.path.lower().endswith(".gz")
+        gz = self._gzipped
         with open(self.path, "rb", buffering=_READ_BUFFER) as raw:
-            f: Any = io.BufferedReader(gzip.GzipFile(fileobj=raw), _READ_BUFFER) if gz else raw
+            f: Any = self._uncompressed(raw)
             line = 0
             position = 0
             for text in f:
@@ -96,10 +104,10 @@ class Source:
         about ``size`` rows, undecoded, read a block at a time rather than a line at a time
         (the reading process reads for every worker). ``skipped`` counts the rows of the
         block that ``skip`` passed over; blank lines are not rows, as in :meth:`rows`."""
-        gz = self.path.lower().endswith(".gz")
+        gz = self._gzipped
         hint = size * 128  # bytes: readlines() stops after the line that passes it
         with open(self.path, "rb", buffering=_READ_BUFFER) as raw:
-            f: Any = io.BufferedReader(gzip.GzipFile(fileobj=raw), _READ_BUFFER) if gz else raw
+            f: Any = self._uncompressed(raw)
             line = 0  # lines before this block
             position = 0
             while True:
@@ -126,9 +134,8 @@ class Source:
         self.position = self.size
 
     def _csv(self, skip: int) -> Iterator[Tuple[int, Any]]:
-        gz = self.path.lower().endswith(".gz")
         with open(self.path, "rb", buffering=_READ_BUFFER) as raw:
-            binary: Any = io.BufferedReader(gzip.GzipFile(fileobj=raw), _READ_BUFFER) if gz else raw
+            binary: Any = self._uncompressed(raw)
             text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
             name = self.path.lower()
             delimiter = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
