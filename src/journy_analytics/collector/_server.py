@@ -16,6 +16,7 @@ from aiohttp import web
 
 from journy_analytics.client import DEFAULT_PATH
 from journy_analytics.collector._faults import Decision, FaultInjector, Faults
+from journy_analytics.collector._guard import request_guard
 from journy_analytics.collector._ingest import (
     EVENT_TYPES,
     MAX_BODY_BYTES,
@@ -85,6 +86,7 @@ class CollectorState:
         path: str = DEFAULT_PATH,
         faults: Optional[Faults] = None,
         max_logged_requests: int = 1000,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
@@ -96,6 +98,8 @@ class CollectorState:
         self.path = path
         self.faults = FaultInjector(faults)
         self.requests: Deque[dict[str, Any]] = collections.deque(maxlen=max_logged_requests)
+        # Host names the collector answers besides loopback and its bound address.
+        self.allowed_hosts = tuple(allowed_hosts)
 
     def key_accepted(self, key: Optional[str]) -> bool:
         if not key:
@@ -607,9 +611,11 @@ async def _json_errors(
         )
 
 
-def create_app(state: CollectorState) -> web.Application:
-    """The aiohttp application serving ``state`` (ingest, read API, fault control)."""
-    app = web.Application(middlewares=[_json_errors, _read_key])
+def create_app(state: CollectorState, bound_host: str = "127.0.0.1") -> web.Application:
+    """The aiohttp application serving ``state`` (ingest, read API, fault control), for a
+    server listening on ``bound_host``."""
+    guard = request_guard(bound_host, state.allowed_hosts)
+    app = web.Application(middlewares=[_json_errors, guard, _read_key])
     app[_STATE] = state
     app[_ASSETS] = _load_assets()
     live = app[_LIVE] = LiveFeed()
@@ -658,7 +664,7 @@ class Server:
     async def start(self) -> int:
         """Bind and serve; returns the bound port (useful with ``port=0``)."""
         runner = web.AppRunner(
-            create_app(self._state),
+            create_app(self._state, self._host),
             access_log=None,
             handle_signals=False,
             # Bodies are decompressed by the collector itself, with a size cap.
