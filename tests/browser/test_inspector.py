@@ -426,3 +426,23 @@ def test_an_account_only_group_links_no_user_and_first_seen_is_the_event_time(pa
     expect(page.locator("#profile .first-seen")).to_have_text("2015-12-12 19:11:00Z")
     page.goto(collector.url + "/?view=user&id=elon")
     expect(page.locator("#profile .first-seen")).to_have_text("2016-01-02 03:04:05Z")
+
+
+def test_users_acting_in_an_account_without_a_group_call_are_not_listed_as_members(page, collector):
+    post(
+        collector,
+        [
+            {"type": "group", "userId": "elon", "groupId": "tesla", "messageId": "g"},
+            {"type": "track", "userId": "elon", "event": "A", "context": {"groupId": "tesla"}},
+            {"type": "track", "userId": "kimbal", "event": "B", "context": {"groupId": "tesla"}},
+        ],
+    )
+    page.goto(collector.url + "/?view=account&id=tesla")
+    profile = page.locator("#profile")
+    expect(profile.locator("h2")).to_have_text("account tesla")
+    expect(profile.locator("ul.memberships li")).to_have_text(["elon"])
+    expect(profile.locator("ul.not-grouped li")).to_have_text(["kimbal"])
+    profile.locator("ul.not-grouped a").click()
+    expect(profile.locator("h2")).to_have_text("user kimbal")
+    expect(profile.locator("ul.memberships")).to_have_count(0)
+    expect(profile.locator("ul.not-grouped li")).to_have_text(["tesla"])

@@ -1192,7 +1192,10 @@ class Store:
         return {**base, "history": history, "recent": [_summary(r) for r in recent]}
 
     def user(self, user_id: str) -> Future[Optional[dict[str, Any]]]:
-        """``{"id", "traits", "accounts", "events", "identified", "aliases"}`` or None."""
+        """``{"id", "traits", "accounts", "notGrouped", "events", "identified", "aliases",
+        "firstSeen", "lastSeen", "firstReceived", "lastReceived"}`` or None: ``accounts``
+        are those a group call linked the user to, ``notGrouped`` those it acted in
+        (``context.groupId``) without one."""
         return self._submit(self._user, user_id)
 
     def _user(self, user_id: str) -> Optional[dict[str, Any]]:
@@ -1203,12 +1206,15 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        accounts = [
-            r[0]
-            for r in conn.execute(
-                "SELECT account_id FROM memberships WHERE user_id = ? ORDER BY rowid", (user_id,)
-            )
-        ]
+        # Member of an account only through a group call (journy.io's semantics); accounts
+        # it acted in without one are listed apart (they earn account_not_grouped).
+        accounts: list[str] = []
+        not_grouped: list[str] = []
+        for account_id, grouped in conn.execute(
+            "SELECT account_id, grouped FROM memberships WHERE user_id = ? ORDER BY rowid",
+            (user_id,),
+        ):
+            (accounts if grouped else not_grouped).append(account_id)
         aliases = [
             r[0]
             for r in conn.execute(
@@ -1222,6 +1228,7 @@ class Store:
             "identified": bool(row[0]),
             "traits": orjson.loads(row[1]),
             "accounts": accounts,
+            "notGrouped": not_grouped,
             "events": events,
             "aliases": aliases,
             "firstSeen": first or row[2],
@@ -1231,7 +1238,9 @@ class Store:
         }
 
     def account(self, account_id: str) -> Future[Optional[dict[str, Any]]]:
-        """``{"id", "traits", "members", "events"}`` or None."""
+        """``{"id", "traits", "members", "notGrouped", "events", "firstSeen", ...}`` or
+        None: ``members`` were linked by a group call, ``notGrouped`` users only acted in
+        the account's context."""
         return self._submit(self._account, account_id)
 
     def _account(self, account_id: str) -> Optional[dict[str, Any]]:
@@ -1241,19 +1250,20 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        members = [
-            r[0]
-            for r in conn.execute(
-                "SELECT user_id FROM memberships WHERE account_id = ? ORDER BY rowid",
-                (account_id,),
-            )
-        ]
+        members: list[str] = []
+        not_grouped: list[str] = []
+        for user_id, grouped in conn.execute(
+            "SELECT user_id, grouped FROM memberships WHERE account_id = ? ORDER BY rowid",
+            (account_id,),
+        ):
+            (members if grouped else not_grouped).append(user_id)
         events = self._event_count(conn, "account_events", account_id)
         first, last = _seen(conn, "account", account_id)
         return {
             "id": account_id,
             "traits": orjson.loads(row[0]),
             "members": members,
+            "notGrouped": not_grouped,
             "events": events,
             "firstSeen": first or row[1],
             "lastSeen": last or row[2],

@@ -440,6 +440,16 @@ async function renderProfile(kind, id) {
       ? el("ul", { className: "memberships" },
         links.map((other) => el("li", {}, profileLink(kind === "user" ? "account" : "user", other))))
       : el("p", { className: "muted" }, "none"),
+    // Acting in an account's context does not make a member: only a group call does.
+    ...(profile.notGrouped && profile.notGrouped.length
+      ? [
+        el("h3", {}, kind === "user"
+          ? "accounts acted in without a group call (account_not_grouped)"
+          : "users in its context without a group call (account_not_grouped)"),
+        el("ul", { className: "not-grouped" },
+          profile.notGrouped.map((other) => el("li", {}, profileLink(kind === "user" ? "account" : "user", other)))),
+      ]
+      : []),
     el("h3", {}, kind === "user" ? "recent events" : "events in this account's context"),
     summaryTable(profile.recent),
   );
