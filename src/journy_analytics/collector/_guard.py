@@ -23,7 +23,7 @@ and no ``Sec-Fetch-Site`` and use one of those names, so nothing changes for the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import TYPE_CHECKING, Iterable
 
 import orjson
 from aiohttp import web
@@ -77,10 +77,13 @@ def request_guard(bound_host: str, allowed_hosts: Iterable[str] = ()) -> Middlew
             return True
         # Reached by an address of this machine (a collector bound to 0.0.0.0): a page
         # cannot make a browser send an IP literal for its own name.
-        sockname: Optional[tuple[str, int]] = (
-            request.transport.get_extra_info("sockname") if request.transport else None
-        )
-        return bool(sockname) and name == host_name(f"[{sockname[0]}]")  # type: ignore[index]
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if not sockname:
+            return False
+        local = str(sockname[0]).lower()
+        if local.startswith("::ffff:"):  # an IPv4 client of a socket bound to "::"
+            local = local[len("::ffff:") :]
+        return name == local
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
