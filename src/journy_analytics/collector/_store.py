@@ -549,16 +549,29 @@ def _utc_moment(timestamp: str) -> Optional[str]:
 _OF_USER = "profile_id = ? AND NOT (type = 'group' AND user_id IS NULL AND anonymous_id = group_id)"
 
 
+# The SDKs' UTC form, whose text order is time order: SQLite's MIN/MAX compare it directly.
+_CANONICAL_TIMESTAMP = (
+    "timestamp GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:"
+    "[0-9][0-9].[0-9][0-9][0-9]Z'"
+)
+
+
 def _seen(conn: sqlite3.Connection, kind: str, id: str) -> tuple[Optional[str], Optional[str]]:
     """The earliest and latest moment of a profile's events, by their own timestamps (an
     event sent without one happened when it was received, as journy.io takes it): a
     backfill of 2015 events was first seen in 2015, not when it was imported."""
     # ``where`` is one of two constants.
     where = _OF_USER if kind == "user" else "group_id = ?"
-    first: Optional[str] = None
-    last: Optional[str] = None
+    first, last = conn.execute(
+        f"SELECT MIN(timestamp), MAX(timestamp) FROM events WHERE {where} "
+        f"AND {_CANONICAL_TIMESTAMP}",
+        (id,),
+    ).fetchone()
+    # The rest (offsets, other precisions, none) is rare: normalized one by one.
     for timestamp, received_at in conn.execute(
-        f"SELECT timestamp, received_at FROM events WHERE {where}", (id,)
+        f"SELECT timestamp, received_at FROM events WHERE {where} "
+        f"AND (timestamp IS NULL OR NOT {_CANONICAL_TIMESTAMP})",
+        (id,),
     ):
         moment = (_utc_moment(timestamp) if timestamp else None) or received_at
         if first is None or moment < first:
