@@ -210,9 +210,10 @@ class scope:
 
     or as a decorator, on plain and ``async`` functions alike (each call opens its own
     scope), and on generators and async generators, whose every step runs in the scope
-    (in a context of their own, copied from the caller's at the call). Scopes nest; the outer one is back when the inner one ends, also on an
-    exception. Arguments are validated here, so a bad id raises ``ValidationError`` at
-    once rather than at the first event. One ``scope(...)`` object may be entered again
+    (in a context of their own, copied from the caller's at the call). Scopes nest; the
+    outer one is back when the inner one ends, also on an exception. Arguments are
+    validated here, so a bad id raises ``ValidationError`` at once rather than at the first
+    event. One ``scope(...)`` object may be entered again
     (nested or later) in one thread or task; to use it from several threads or tasks at
     once, create one per use, or decorate (each decorated call has its own).
     """
