@@ -93,3 +93,12 @@ def test_an_integration_without_its_framework_says_which_extra_to_install(
         f"ImportError: journy_analytics.integrations.{framework} needs {framework}, which is "
         f"not installed: pip install 'journy-analytics[{framework}]'"
     ), run.stderr
+
+
+def test_the_collector_without_aiohttp_says_which_extra_to_install() -> None:
+    run = _run_without(["aiohttp"], "import journy_analytics.collector")
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1] == (
+        "ImportError: journy_analytics.collector needs aiohttp, which is not installed: "
+        "pip install 'journy-analytics[collector]'"
+    ), run.stderr
