@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck unit bench soak clean browser-deps
+.PHONY: demo test lint typecheck unit bench soak clean browser-deps clean-install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit
+
+# Build the sdist and wheel, install them in fresh venvs (no extra, then each extra alone)
+# and use them as a user would: tools/clean_install.py says what it checks.
+clean-install: $(STAMP)
+	$(BIN)/python tools/clean_install.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[collector,dev,bench]'

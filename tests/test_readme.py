@@ -135,3 +135,31 @@ def test_readme_examples_run_as_written(monkeypatch: pytest.MonkeyPatch) -> None
         assert reported["userId"] == "f4ca124298"
         screens = collector.events(type="screen", user_id="f4ca124298")
         assert len(screens) >= 2, "pages with a name are screens"
+
+
+def _extras() -> Dict[str, List[str]]:
+    """pyproject.toml's optional dependencies (tomllib is 3.11+; the section is simple)."""
+    text = (README.parent / "pyproject.toml").read_text(encoding="utf-8")
+    section = text.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    extras: Dict[str, List[str]] = {}
+    for name, body in re.findall(r"^([\w-]+) = \[(.*?)\]", section, re.S | re.M):
+        extras[name] = re.findall(r'"([^"]+)"', body)
+    return extras
+
+
+def test_the_install_section_lists_every_extra_and_exactly_what_it_pulls() -> None:
+    install = README.read_text(encoding="utf-8").split("## Install", 1)[1].split("\n## ", 1)[0]
+    listed: Dict[str, List[str]] = {}
+    for extra, pulls in re.findall(
+        r'^pip install "journy-analytics\[([\w-]+)\]"\s+# \+ ([^:]+):', install, re.M
+    ):
+        listed[extra] = [p.strip() for p in pulls.split(",")]
+    extras = _extras()
+    for tooling in ("dev", "bench"):  # for this repository's own work, not for users
+        extras.pop(tooling)
+    assert listed == extras
+    (core,) = re.findall(r"^pip install journy-analytics\s+# the SDK: (.*)$", install, re.M)
+    text = (README.parent / "pyproject.toml").read_text(encoding="utf-8")
+    dependencies = re.findall(r'"([^"]+)"', text.split("dependencies = [", 1)[1].split("]")[0])
+    assert [d.split(">")[0] for d in dependencies] == ["orjson"]
+    assert core == "orjson, nothing else"

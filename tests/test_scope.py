@@ -185,6 +185,132 @@ def test_decorator_on_plain_and_async_functions(
     assert (handled["userId"], handled["anonymousId"]) == ("async-user", "caller")
 
 
+def test_decorated_generator_runs_every_step_in_its_scope_interleaved_with_the_callers(
+    make_client: Callable[..., Analytics], collector: CollectorThread
+) -> None:
+    client = make_client()
+    seen: List[Any] = []
+
+    @scope(user_id="alice", properties={"stream": "report"})
+    def stream(rows: int) -> Any:
+        try:
+            for n in range(rows):
+                client.track(event=f"Row {n}")
+                seen.append(active_scope())
+                got = yield n
+                if got is not None:
+                    client.track(event=f"Got {got}")
+        finally:
+            client.track(event="Stream Closed")  # close() runs in the scope too
+
+    with scope(user_id="bob", group_id="acme"):
+        rows = stream(3)  # the generator's context is taken here, inside bob's request
+    assert active_scope() is None
+    with scope(user_id="carol"):  # the consumer: another scope, interleaved step by step
+        assert next(rows) == 0
+        client.track(event="Between 1")
+        assert rows.send("ping") == 1
+        client.track(event="Between 2")
+        assert active_scope() is not None and active_scope().user_id == "carol"
+        rows.close()
+    assert active_scope() is None
+    by_event = _by_event(_delivered(client, collector))
+    for name in ("Row 0", "Got ping", "Row 1", "Stream Closed"):
+        event = by_event[name]
+        assert event["userId"] == "alice", name
+        assert event["properties"]["stream"] == "report", name
+        assert event["context"]["groupId"] == "acme", name  # inherited from the creator
+    for name in ("Between 1", "Between 2"):
+        assert by_event[name]["userId"] == "carol", name
+        assert "groupId" not in by_event[name]["context"]
+    assert [s.user_id for s in seen] == ["alice", "alice"]
+
+
+def test_decorated_generator_sees_thrown_exceptions_and_returns_its_value() -> None:
+    @scope(user_id="alice")
+    def body() -> Any:
+        try:
+            yield 1
+        except KeyError:
+            assert active_scope().user_id == "alice"
+            yield "handled"
+        return "done"
+
+    with scope(user_id="bob"):
+        steps = body()
+        assert next(steps) == 1
+        assert steps.throw(KeyError("k")) == "handled"
+        with pytest.raises(StopIteration) as stop:
+            next(steps)
+        assert stop.value.value == "done"
+        assert active_scope().user_id == "bob"
+
+
+def test_decorated_async_generator_runs_every_step_in_its_scope(
+    make_client: Callable[..., Analytics], collector: CollectorThread
+) -> None:
+    client = make_client()
+
+    @scope(user_id="alice")
+    async def stream() -> Any:
+        try:
+            for n in range(2):
+                await asyncio.sleep(0)  # the step is suspended and resumed by the loop
+                client.track(event=f"Chunk {n}")
+                got = yield n
+                if got is not None:
+                    client.track(event=f"Got {got}")
+        finally:
+            client.track(event="Stream Closed")
+
+    async def bob_request() -> List[Any]:
+        with scope(user_id="bob"):
+            chunks = stream()
+            out = [await chunks.__anext__()]
+            client.track(event="Between")
+            out.append(await chunks.asend("ping"))
+            await chunks.aclose()
+            client.track(event="After")
+            return out
+
+    async def main() -> List[Any]:
+        other = asyncio.ensure_future(other_request())
+        result = await bob_request()
+        await other
+        return result
+
+    async def other_request() -> None:
+        with scope(user_id="dave"):
+            await asyncio.sleep(0)
+            client.track(event="Dave")
+
+    assert asyncio.run(main()) == [0, 1]
+    by_event = _by_event(_delivered(client, collector))
+    for name in ("Chunk 0", "Got ping", "Chunk 1", "Stream Closed"):
+        assert by_event[name]["userId"] == "alice", name
+    assert by_event["Between"]["userId"] == "bob"
+    assert by_event["After"]["userId"] == "bob"
+    assert by_event["Dave"]["userId"] == "dave"
+
+
+def test_decorated_async_generator_under_async_for_and_a_streaming_consumer() -> None:
+    @scope(user_id="alice")
+    async def stream() -> Any:
+        for _ in range(3):
+            await asyncio.sleep(0)
+            yield active_scope().user_id
+
+    async def main() -> List[Any]:
+        with scope(user_id="bob"):
+            chunks = stream()
+        # Iterated after the creator's scope ended, as a server iterates a streaming body.
+        seen = [user async for user in chunks]
+        assert active_scope() is None
+        return seen
+
+    assert asyncio.run(main()) == ["alice", "alice", "alice"]
+
+
 def test_async_with_and_reentering_one_scope_object(
     make_client: Callable[..., Analytics], collector: CollectorThread
 ) -> None:

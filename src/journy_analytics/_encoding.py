@@ -23,6 +23,7 @@ path (and thousands of such levels crash orjson 3.13; see docs/encoding.md).
 
 from __future__ import annotations
 
+import abc
 import base64
 import dataclasses
 import datetime as _dt
@@ -33,7 +34,7 @@ import re
 import sys
 import uuid
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import orjson
 
@@ -43,9 +44,13 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_DEPTH",
     "MAX_EVENT_BYTES",
+    "SUPPORTED_KEY_TYPES",
+    "SUPPORTED_TYPES",
+    "DataclassInstance",
     "compact",
     "encode_event",
     "to_jsonable",
+    "wire_form",
 ]
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -105,33 +110,74 @@ def _offset(offset: Optional[_dt.timedelta]) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def _float(value: float) -> Optional[float]:
+    number = float.__float__(value)  # a float subclass (orjson takes exact floats itself)
+    return number if math.isfinite(number) else None
+
+
+def _decimal(value: decimal.Decimal) -> Optional[float]:
+    if not value.is_finite():
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _bytes(value: Union[bytes, bytearray, memoryview]) -> str:
+    raw = bytes(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii")
+
+
+# Every value type that is not a container and that orjson does not encode natively, with
+# its conversion. The encoder knows no other: this table is the one place to add a type
+# (SUPPORTED_TYPES below and the tests' strategies are built from it).
+_LEAF_TYPES: Tuple[Tuple[Tuple[type, ...], Callable[[Any], Any]], ...] = (
+    ((float,), _float),
+    ((decimal.Decimal,), _decimal),
+    ((_dt.datetime, _dt.date, _dt.time), _iso),
+    ((_dt.timedelta,), _dt.timedelta.total_seconds),
+    ((uuid.UUID,), uuid.UUID.__str__),
+    ((bytes, bytearray, memoryview), _bytes),
+)
+
+
 def _leaf(value: Any) -> Any:
     """The JSON form of a value that is not a container, or ``_NO_FORM``.
 
     Handles everything orjson does not encode natively; str, int, exact float, bool and
     None are the slow path's business (see ``to_jsonable``).
     """
-    if isinstance(value, float):  # a float subclass (orjson takes exact floats itself)
-        number = float.__float__(value)
-        return number if math.isfinite(number) else None
-    if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            return None
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if isinstance(value, (_dt.date, _dt.time)):  # datetime is a date
-        return _iso(value)
-    if isinstance(value, _dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, uuid.UUID):
-        return uuid.UUID.__str__(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return base64.b64encode(raw).decode("ascii")
+    for kinds, convert in _LEAF_TYPES:
+        if isinstance(value, kinds):
+            return convert(value)
     return _NO_FORM
+
+
+class DataclassInstance(abc.ABC):  # noqa: B024 (a virtual base: nothing to implement)
+    """Stands for "an instance of any dataclass" in SUPPORTED_TYPES (dataclasses share no
+    base class): ``isinstance(value, DataclassInstance)`` is true for exactly those."""
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> bool:
+        return dataclasses.is_dataclass(subclass)
+
+
+# What the encoder sends: instances of these types and of their subclasses, containers
+# nested to MAX_DEPTH (docs/encoding.md has the JSON form of each). The one definition:
+# plugins that must see every value the way it is sent (Redact, through wire_form) and the
+# property test that proves they do are built from it.
+SUPPORTED_TYPES: Tuple[type, ...] = tuple(
+    dict.fromkeys(
+        (
+            *(str, int, float, bool, type(None), enum.Enum),  # orjson's own (to_jsonable's)
+            *_CONTAINERS,
+            DataclassInstance,
+            *(kind for kinds, _ in _LEAF_TYPES for kind in kinds),
+        )
+    )
+)
 
 
 def _dataclass_items(value: Any) -> Dict[str, Any]:
@@ -158,6 +204,15 @@ def _text(value: str) -> str:
         # Through UTF-16 a well-formed surrogate pair becomes its character again.
         text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+# Dict keys have a narrower set (``_key``): the non-str keys json.dumps spells, and the
+# leaf types whose JSON form is a string.
+_LEAF_KEY_TYPES = (_dt.date, _dt.time, uuid.UUID, bytes, bytearray, memoryview)
+SUPPORTED_KEY_TYPES: Tuple[type, ...] = (
+    *(str, type(None), bool, int, float, enum.Enum, decimal.Decimal),
+    *_LEAF_KEY_TYPES,
+)
 
 
 # -- the fast path ------------------------------------------------------------------------
@@ -239,6 +294,18 @@ def _fits(value: Any, room: int) -> bool:
     return True
 
 
+def wire_form(value: Any, path: str = "") -> Any:
+    """``value`` as the encoder writes it, in plain JSON types (dict with str keys, list,
+    str, int, float, bool, None): what a reader of the sent event gets back. Raises
+    ValidationError, naming the key path under ``path``, for what the encoder refuses."""
+    try:
+        if _DEPTH_GUARD and not _fits(value, MAX_DEPTH):
+            raise TypeError
+        return orjson.loads(orjson.dumps(value, default=_default, option=_FAST_OPTIONS))
+    except Exception:
+        return to_jsonable(value, path)
+
+
 def compact(data: bytes) -> bytes:
     """An exact-size copy: a queue of orjson's own bytes would hold ten times the memory."""
     return memoryview(data).tobytes()
@@ -316,7 +383,7 @@ def _key(key: Any, path: str) -> str:
         return _key(key.value, path)
     if isinstance(key, decimal.Decimal):
         return str(key)
-    if isinstance(key, (_dt.date, _dt.time, uuid.UUID, bytes, bytearray, memoryview)):
+    if isinstance(key, _LEAF_KEY_TYPES):
         name: str = _leaf(key)
         return name
     raise ValidationError(

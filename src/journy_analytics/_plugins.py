@@ -23,7 +23,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import orjson
 
-from journy_analytics._errors import DeliveryError
+from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._events import Emitter
 from journy_analytics._threads import signal_free
 
@@ -183,6 +183,11 @@ class PluginChain:
                 continue
             try:
                 result = handler(event)
+            except ValidationError:
+                # A value the encoder cannot send (Redact reads the event in its JSON
+                # form): the call raises, exactly as encoding it would have.
+                self._local.final = None
+                raise
             except Exception as exc:
                 if entry.kind == "before":
                     # A before plugin is a gate (redaction, consent, sampling): when it

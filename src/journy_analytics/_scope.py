@@ -29,8 +29,10 @@ import inspect
 from types import TracebackType
 from typing import (
     Any,
+    AsyncGenerator,
     Callable,
     Dict,
+    Generator,
     List,
     Mapping,
     NamedTuple,
@@ -207,9 +209,11 @@ class scope:
             journy_analytics.track(event="Car Sold")
 
     or as a decorator, on plain and ``async`` functions alike (each call opens its own
-    scope). Scopes nest; the outer one is back when the inner one ends, also on an
-    exception. Arguments are validated here, so a bad id raises ``ValidationError`` at
-    once rather than at the first event. One ``scope(...)`` object may be entered again
+    scope), and on generators and async generators, whose every step runs in the scope
+    (in a context of their own, copied from the caller's at the call). Scopes nest; the
+    outer one is back when the inner one ends, also on an exception. Arguments are
+    validated here, so a bad id raises ``ValidationError`` at once rather than at the first
+    event. One ``scope(...)`` object may be entered again
     (nested or later) in one thread or task; to use it from several threads or tasks at
     once, create one per use, or decorate (each decorated call has its own).
     """
@@ -270,6 +274,10 @@ class scope:
 
     def __call__(self, fn: F) -> F:
         open_ = self._open
+        if inspect.isgeneratorfunction(fn):
+            return cast(F, _scoped_generator(fn, open_))
+        if inspect.isasyncgenfunction(fn):
+            return cast(F, _scoped_async_generator(fn, open_))
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -296,3 +304,112 @@ class scope:
         names = ("user_id", "anonymous_id", "group_id", "properties", "context")
         given = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._args) if v is not None)
         return f"journy_analytics.scope({given})"
+
+
+# -- generators ---------------------------------------------------------------------------
+#
+# A generator's body runs step by step, each step in whatever context its consumer is in at
+# that moment (a streaming response is iterated by the server, after the view returned and
+# the request's scope closed). So a decorated generator gets a context of its own, as an
+# asyncio task does: a copy of its creator's context, taken when it is called, with the
+# decorator's scope opened inside it. Every step of the body (next, send, throw, close) runs
+# in that context; the consumer's own scope is unchanged between steps.
+
+
+def _own_context(open_: Callable[[], Any]) -> contextvars.Context:
+    context = contextvars.copy_context()
+    context.run(open_)
+    return context
+
+
+def _scoped_generator(fn: Callable[..., Any], open_: Callable[[], Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def run_generator(*a: Any, **kw: Any) -> Generator[Any, Any, Any]:
+        context = _own_context(open_)
+        return _steps_in(context, context.run(fn, *a, **kw))
+
+    return run_generator
+
+
+def _steps_in(
+    context: contextvars.Context, inner: Generator[Any, Any, Any]
+) -> Generator[Any, Any, Any]:
+    """PEP 380's expansion of ``yield from inner``, each step of ``inner`` run in ``context``."""
+    try:
+        item = context.run(next, inner)
+    except StopIteration as stop:
+        return stop.value
+    while True:
+        try:
+            sent = yield item
+        except GeneratorExit:
+            context.run(inner.close)
+            raise
+        except BaseException as exc:
+            step: Callable[[], Any] = functools.partial(inner.throw, exc)
+        else:
+            step = functools.partial(inner.send, sent)
+        try:
+            item = context.run(step)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _scoped_async_generator(fn: Callable[..., Any], open_: Callable[[], Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def run_async_generator(*a: Any, **kw: Any) -> AsyncGenerator[Any, Any]:
+        context = _own_context(open_)
+        return _async_steps_in(context, context.run(fn, *a, **kw))
+
+    return run_async_generator
+
+
+async def _async_steps_in(
+    context: contextvars.Context, inner: AsyncGenerator[Any, Any]
+) -> AsyncGenerator[Any, Any]:
+    """``_steps_in`` for an async generator: each step's awaitable runs in ``context``."""
+    try:
+        item = await _InContext(context, inner.__anext__())
+    except StopAsyncIteration:
+        return
+    while True:
+        try:
+            sent = yield item
+        except GeneratorExit:
+            await _InContext(context, inner.aclose())
+            raise
+        except BaseException as exc:
+            step: Any = inner.athrow(exc)
+        else:
+            step = inner.asend(sent)
+        try:
+            item = await _InContext(context, step)
+        except StopAsyncIteration:
+            return
+
+
+class _InContext:
+    """Await ``awaitable`` with each of its steps run in ``context`` (``Context.run`` alone
+    would only cover creating it: its body runs when the awaiting task resumes it)."""
+
+    __slots__ = ("_awaitable", "_context")
+
+    def __init__(self, context: contextvars.Context, awaitable: Any) -> None:
+        self._context = context
+        self._awaitable = awaitable
+
+    def __await__(self) -> Any:
+        run = self._context.run
+        steps = self._awaitable.__await__()
+        step: Callable[[], Any] = functools.partial(steps.send, None)
+        while True:
+            try:
+                signal = run(step)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                answer = yield signal
+            except BaseException as exc:
+                step = functools.partial(steps.throw, exc)
+            else:
+                step = functools.partial(steps.send, answer)

@@ -19,9 +19,11 @@ import hashlib
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, Dict, Iterable, List, Optional, Pattern, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Pattern, Set, Tuple, Union
 
 import orjson
+
+from journy_analytics._encoding import wire_form
 
 __all__ = [
     "EMAIL",
@@ -142,8 +144,11 @@ class Sample(Plugin):
 
 
 PatternLike = Union[str, Pattern[str]]
-_SCALARS = frozenset({int, float, bool, type(None)})
 _REDACTED_PARTS = ("traits", "properties", "context")
+# A text whose matches keep re-forming (a replacement completing a match with what follows
+# it) is masked whole after this many passes.
+_MAX_PASSES = 8
+_CLEAN_KEYS_KEPT = 4096
 
 
 class Redact(Plugin):
@@ -151,9 +156,14 @@ class Redact(Plugin):
 
     ``keys``: field names (case-insensitive) whose values are replaced by ``replacement``,
     or removed when ``replacement`` is None. ``patterns``: regexes (str or compiled, e.g.
-    :data:`EMAIL`, :data:`IPV4`) whose matches inside string values are replaced by
-    ``replacement`` (or by ``""`` when it is None). The caller's dicts are never changed:
-    containers are copied where something is redacted.
+    :data:`EMAIL`, :data:`IPV4`) whose matches inside strings, values and keys alike, are
+    replaced by ``replacement`` (or by ``""`` when it is None).
+
+    It works on those parts as they will be sent: their JSON form, as the encoder writes
+    it (a dataclass is an object, a set a list, a ``str`` subclass such as ``Markup`` or
+    ``SafeString`` a plain string, bytes text, a non-str key its text). So whatever the
+    encoder can send, Redact sees; the caller's objects are never changed. A value the
+    encoder refuses raises ``ValidationError`` from the call, as it does without Redact.
     """
 
     type = "before"
@@ -186,69 +196,66 @@ class Redact(Plugin):
             raise ValueError("Redact needs keys=[...] or patterns=[...] (or both)")
         self.patterns: Tuple[Pattern[str], ...] = tuple(compiled)
         self.replacement = replacement
+        self._mask = "" if replacement is None else replacement
+        # Keys no pattern matches: an app sends the same few keys again and again, and
+        # looking each one up is cheaper than running every pattern over it per event.
+        self._clean_keys: Set[str] = set()
 
     def process(self, event: Event) -> Event:
-        for part in _REDACTED_PARTS:
-            value = event.get(part)
-            if value:
-                cleaned = self._clean(value)
-                if cleaned is not value:
-                    event[part] = cleaned
+        parts = {part: event[part] for part in _REDACTED_PARTS if event.get(part)}
+        if not parts:
+            return event
+        # One orjson round trip gives fresh plain containers: the walk below changes them
+        # in place, and never meets a type the encoder would turn into something else.
+        for part, value in wire_form(parts).items():
+            event[part] = self._clean(value)
         return event
-
-    # The walk runs on every event in the caller's thread: it returns the very same object
-    # when nothing was redacted, and copies a container only when something in it changed.
 
     def _clean(self, value: Any) -> Any:
         kind = type(value)
-        if kind in _SCALARS:
-            return value
         if kind is str:
             return self._text(value) if self.patterns else value
-        if kind is dict or isinstance(value, Mapping):
-            return self._clean_mapping(value)
-        if kind is list or kind is tuple:
-            return self._clean_list(value)
+        if kind is dict:
+            return self._clean_dict(value)
+        if kind is list:
+            for index, item in enumerate(value):
+                value[index] = self._clean(item)
         return value
 
-    def _clean_mapping(self, value: Mapping[Any, Any]) -> Any:
+    def _clean_dict(self, value: Dict[str, Any]) -> Dict[str, Any]:
         keys = self.keys
-        out: Optional[Dict[Any, Any]] = None
+        redacted: List[str] = []
+        renamed = False
         for key, item in value.items():
-            if keys and type(key) is str and key.lower() in keys:
-                if out is None:
-                    out = dict(value)
-                if self.replacement is None:
-                    del out[key]
-                else:
-                    out[key] = self.replacement
+            if keys and key.lower() in keys:
+                redacted.append(key)
                 continue
-            if type(item) in _SCALARS:
-                continue
-            new = self._clean(item)
-            if new is not item:
-                if out is None:
-                    out = dict(value)
-                out[key] = new
-        return value if out is None else out
-
-    def _clean_list(self, value: Any) -> Any:
-        out: Optional[List[Any]] = None
-        for index, item in enumerate(value):
-            new = self._clean(item)
-            if new is not item:
-                if out is None:
-                    out = list(value)
-                out[index] = new
-        return value if out is None else out
+            value[key] = self._clean(item)
+            if self.patterns and not renamed and key not in self._clean_keys:
+                renamed = self._text(key) != key
+                if not renamed and len(self._clean_keys) < _CLEAN_KEYS_KEPT:
+                    self._clean_keys.add(key)
+        for key in redacted:
+            if self.replacement is None:
+                del value[key]
+            else:
+                value[key] = self.replacement
+        if renamed:
+            return {self._text(key): item for key, item in value.items()}
+        return value
 
     def _text(self, text: str) -> str:
-        replacement = "" if self.replacement is None else self.replacement
-        for pattern in self.patterns:
-            new, count = pattern.subn(replacement, text)
-            if count:
-                text = new
-        return text
+        mask = self._mask
+        for _ in range(_MAX_PASSES):
+            changed = False
+            for pattern in self.patterns:
+                new, count = pattern.subn(mask, text)
+                if count and new != text:
+                    text = new
+                    changed = True
+            if not changed:
+                return text
+        return mask
 
 
 class OpenTelemetryContext(Plugin):

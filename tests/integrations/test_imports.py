@@ -46,3 +46,59 @@ def test_django_integration_imports_only_django() -> None:
         "import journy_analytics.integrations.django"
     )
     assert _imported_after(code) == {"django"}
+
+
+def _run_without(blocked: list[str], code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter where importing any of ``blocked`` fails as if
+    the package were not installed (a clean install of the core has none of them)."""
+    guard = (
+        "import sys, importlib.abc\n"
+        "class _Absent(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.partition('.')[0] in {blocked!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Absent())\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", guard + code], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_segment_drop_in_imports_without_urllib3() -> None:
+    run = _run_without(
+        ["urllib3", "requests"],
+        "import journy_analytics.segment as a\n"
+        "c = a.Client('k', host='http://127.0.0.1:9', send=False)\n"
+        "print(c.track('u1', 'E')[0])\n"
+        "try:\n"
+        "    a.Client('k', proxies={'https': 'http://127.0.0.1:3128'})\n"
+        "except ImportError as exc:\n"
+        "    print('proxies:', exc)\n",
+    )
+    assert run.returncode == 0, run.stderr
+    first, second = run.stdout.splitlines()
+    assert first == "True"
+    assert "proxies setting needs urllib3" in second and "pip install urllib3" in second
+
+
+@pytest.mark.parametrize("framework", ["django", "flask", "celery"])
+def test_an_integration_without_its_framework_says_which_extra_to_install(
+    framework: str,
+) -> None:
+    run = _run_without([framework], f"import journy_analytics.integrations.{framework}")
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"ImportError: journy_analytics.integrations.{framework} needs {framework}, which is "
+        f"not installed: pip install 'journy-analytics[{framework}]'"
+    ), run.stderr
+
+
+def test_the_collector_without_aiohttp_says_which_extra_to_install() -> None:
+    run = _run_without(["aiohttp"], "import journy_analytics.collector")
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1] == (
+        "ImportError: journy_analytics.collector needs aiohttp, which is not installed: "
+        "pip install 'journy-analytics[collector]'"
+    ), run.stderr

@@ -16,6 +16,7 @@ import pytest
 import urllib3
 
 import journy_analytics.segment as analytics
+from journy_analytics import DeliveryError
 from journy_analytics.collector import CollectorThread
 from journy_analytics.plugins import Redact, SuperProperties
 from journy_analytics.segment import Client, SegmentValidationError
@@ -455,3 +456,93 @@ def test_migration_snippet_works_with_only_the_import_changed(
     assert "failed:" not in proc.stdout
     got = {(e["type"], e.get("event")) for e in collector.events()}
     assert got == expected
+
+
+class _SilentServer:
+    """A loopback server that accepts every connection, reads, and never answers."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.accepted = threading.Event()
+        self._held: List[Any] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self._held.append(conn)  # kept open, never answered
+            self.accepted.set()
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[_SilentServer]:
+    server = _SilentServer()
+    yield server
+    server.close()
+
+
+def test_sync_mode_raises_within_timeout_like_segment_when_the_server_never_answers(
+    clients: Callable[..., Client], silent_server: _SilentServer
+) -> None:
+    segment = pytest.importorskip("segment.analytics")
+    theirs = segment.Client("k", host=silent_server.url, sync_mode=True, timeout=1)
+    started = time.monotonic()
+    requests = pytest.importorskip("requests")
+    with pytest.raises(requests.exceptions.Timeout):  # segment raises; nothing is queued
+        theirs.track("u1", "Lost")
+    assert time.monotonic() - started < 5
+
+    failures: List[Any] = []
+    ours = clients(
+        host=silent_server.url,
+        sync_mode=True,
+        timeout=1,
+        on_error=lambda error, items: failures.append(error),
+    )
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as raised:
+        ours.track("u1", "Lost")
+    elapsed = time.monotonic() - started
+    assert silent_server.accepted.is_set()
+    assert 0.9 <= elapsed < 1 + 2.0  # the request's timeout plus the hand-off, never 30 s
+    assert raised.value.cause == "outage_deadline"  # no answer, and no retry in sync mode
+    assert "no answer from the server" in raised.value.reason
+    # Settled, not in flight: nothing is left queued or waiting to retry behind the call.
+    assert ours.queue.empty()
+    stats = ours.analytics.stats()
+    assert stats["in_flight"] == 0 and stats["queued"] == 0
+    assert [e.cause for e in failures] == [raised.value.cause]
+
+
+def test_sync_mode_raises_a_refusal_like_segment() -> None:
+    with CollectorThread(write_keys=["right"]) as c:
+        client = Client("wrong", host=c.url, sync_mode=True, timeout=5)
+        try:
+            started = time.monotonic()
+            with pytest.raises(DeliveryError) as raised:
+                client.track("u1", "Refused")
+            assert time.monotonic() - started < 5
+            assert raised.value.status == 401 and raised.value.cause == "rejected"
+            assert client.queue.empty()
+            # Delivered events return (True, message) without raising.
+            accepted = Client("right", host=c.url, sync_mode=True, timeout=5)
+            try:
+                ok, message = accepted.track("u1", "Fine")
+                assert ok and message["event"] == "Fine"
+                assert [e["event"] for e in c.events(type="track")] == ["Fine"]
+            finally:
+                accepted.analytics.close_and_flush(timeout=2)
+        finally:
+            client.analytics.close_and_flush(timeout=2)

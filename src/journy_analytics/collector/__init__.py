@@ -9,6 +9,16 @@ loop you own. See docs/collector.md.
 
 from __future__ import annotations
 
+try:
+    import aiohttp  # noqa: F401  (the server's, imported by _server below)
+except ModuleNotFoundError as exc:
+    if (exc.name or "").partition(".")[0] != "aiohttp":
+        raise
+    raise ImportError(
+        "journy_analytics.collector needs aiohttp, which is not installed: "
+        "pip install 'journy-analytics[collector]'"
+    ) from None
+
 from journy_analytics.collector._faults import Faults
 from journy_analytics.collector._ingest import MAX_BODY_BYTES, MAX_EVENT_BYTES
 from journy_analytics.collector._server import DEFAULT_PATH, CollectorState, Server

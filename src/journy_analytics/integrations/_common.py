@@ -19,6 +19,7 @@ __all__ = [
     "cookie_in_header",
     "flush",
     "import_string",
+    "missing_framework",
     "resolve",
     "someone",
     "visitor_defaults",
@@ -28,6 +29,19 @@ logger = logging.getLogger("journy_analytics")
 
 _settings_lock = threading.Lock()
 _from_settings: Dict[Tuple[Tuple[str, Any], ...], Analytics] = {}
+
+
+def missing_framework(exc: ModuleNotFoundError, integration: str, extra: str) -> ImportError:
+    """The error an integration raises when its framework is not installed, saying how to
+    install it (``exc`` itself, re-raised, when the missing module is another one: a broken
+    install of the framework must not read as a missing framework)."""
+    missing = (exc.name or "").partition(".")[0]
+    if missing != extra:
+        raise exc
+    return ImportError(
+        f"journy_analytics.integrations.{integration} needs {extra}, which is not installed: "
+        f"pip install 'journy-analytics[{extra}]'"
+    )
 
 
 def resolve(analytics: Optional[Analytics]) -> Analytics:

@@ -28,11 +28,14 @@ import contextvars
 import threading
 from typing import Any, Dict, Optional
 
-from celery import signals
-
 from journy_analytics._scope import Scope, activate_scope, active_scope, deactivate
 from journy_analytics.client import Analytics
-from journy_analytics.integrations._common import RateLimitedLog, flush
+from journy_analytics.integrations._common import RateLimitedLog, flush, missing_framework
+
+try:
+    from celery import signals
+except ModuleNotFoundError as exc:
+    raise missing_framework(exc, "celery", "celery") from None
 
 __all__ = ["HEADER", "instrument"]
 

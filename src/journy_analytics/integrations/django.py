@@ -33,8 +33,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional
 
-from django.conf import settings as django_settings
-
 from journy_analytics._scope import activate, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import (
@@ -42,9 +40,15 @@ from journy_analytics.integrations._common import (
     client_from_settings,
     identify_result,
     import_string,
+    missing_framework,
     someone,
     visitor_defaults,
 )
+
+try:
+    from django.conf import settings as django_settings
+except ModuleNotFoundError as exc:
+    raise missing_framework(exc, "django", "django") from None
 
 __all__ = ["JournyMiddleware", "user_scope"]
 

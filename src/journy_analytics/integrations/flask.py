@@ -28,8 +28,6 @@ from __future__ import annotations
 import contextvars
 from typing import Any, Callable, Dict, Optional
 
-import flask
-
 from journy_analytics._scope import activate, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import (
@@ -38,10 +36,16 @@ from journy_analytics.integrations._common import (
     client_from_settings,
     identify_result,
     import_string,
+    missing_framework,
     resolve,
     someone,
     visitor_defaults,
 )
+
+try:
+    import flask
+except ModuleNotFoundError as exc:
+    raise missing_framework(exc, "flask", "flask") from None
 
 __all__ = ["JournyAnalytics"]
 

@@ -1,12 +1,14 @@
-"""segment's ``proxies`` setting (requests' format) on urllib3's ProxyManager."""
+"""segment's ``proxies`` setting (requests' format) on urllib3's ProxyManager.
+
+urllib3 is not a dependency of journy-analytics: it is imported only when a client is
+created with ``proxies``, so ``import journy_analytics.segment`` works in a clean install.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
-
-import urllib3
 
 from journy_analytics._transport import Response
 
@@ -53,7 +55,9 @@ class ProxyHttpClient:
         self._make()
 
     def _make(self) -> None:
+        urllib3 = _urllib3()
         self._pid = os.getpid()
+        self._timeout = urllib3.Timeout
         self._pool = urllib3.ProxyManager(
             self.proxy_url,
             maxsize=self._maxsize,
@@ -70,7 +74,7 @@ class ProxyHttpClient:
             url,
             body=body,
             headers=dict(headers),
-            timeout=urllib3.Timeout(total=timeout),
+            timeout=self._timeout(total=timeout),
             retries=False,
             redirect=False,
             preload_content=True,
@@ -80,3 +84,14 @@ class ProxyHttpClient:
 
     def close(self) -> None:
         self._pool.clear()
+
+
+def _urllib3() -> Any:
+    try:
+        import urllib3
+    except ImportError:
+        raise ImportError(
+            "segment's proxies setting needs urllib3, which journy-analytics does not install: "
+            "pip install urllib3 (or leave proxies unset)"
+        ) from None
+    return urllib3

@@ -13,6 +13,8 @@ import functools
 import logging
 import numbers
 import os
+import threading
+import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -250,7 +252,14 @@ class Client:
             proxy_url = proxy_for(proxies, base)
             if proxy_url is not None:
                 http_client = ProxyHttpClient(proxy_url, maxsize=thread)
-        policy = RetryPolicy(max_retries=max_retries, deadline=float(max_total_backoff_duration))
+        if sync_mode:
+            # segment's sync_mode makes one POST per call, no retry: a failed attempt is final
+            # at once (deadline 0 ends an outage too), so the call can report it.
+            policy = RetryPolicy(max_retries=0, deadline=0.0)
+        else:
+            policy = RetryPolicy(
+                max_retries=max_retries, deadline=float(max_total_backoff_duration)
+            )
         try:
             self.analytics = Analytics(
                 write_key,
@@ -483,26 +492,44 @@ class Client:
 
     def _enqueue(self, build: Callable[..., Dict[str, Any]], **fields: Any) -> Tuple[bool, Any]:
         """Build, run the plugins, queue; ``(queued, message)`` as segment returns it."""
+        outcome: Optional[_SyncOutcome] = None
+        if self.sync_mode and self.send:
+            outcome = _SyncOutcome()
         try:
             message = build(**fields)
-            accepted = self.analytics._enqueue(message, None)
+            accepted = self.analytics._enqueue(message, outcome)
         except SegmentValidationError:
             raise
         except ValidationError as exc:
             raise SegmentValidationError(str(exc)) from None
         plugins = self.analytics._plugins
         final = plugins.last_final() if plugins is not None else message
-        if final is None:  # a plugin dropped it on purpose
+        dropped = final is None
+        if final is None:  # a plugin dropped it on purpose (its callback is never called)
             final = message
         shaped = dict.fromkeys(_SHAPE.get(final.get("type", ""), ()))
         shaped.update(final)
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("queueing: %s", shaped)
-        if accepted and self.sync_mode:
-            # Segment's sync_mode posts before returning; here the call returns once the
-            # event is delivered or finally failed (reported through on_error).
-            self.analytics.flush()
+        if accepted and outcome is not None and not dropped:
+            self._wait_sync(outcome)
         return accepted, shaped
+
+    def _wait_sync(self, outcome: _SyncOutcome) -> None:
+        """segment's sync_mode: the call returns once its one attempt succeeded, and raises
+        if it failed, within ``timeout`` (the attempt's own bound) plus a moment for the
+        hand-off to the sender thread."""
+        limit = float(self.timeout) + _SYNC_GRACE
+        deadline = time.monotonic() + limit
+        self.analytics.flush(limit)
+        if not outcome.done.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(
+                f"sync_mode: the event was not sent within timeout={self.timeout:g}s (events "
+                "queued before it were still being delivered); it stays queued, and if it "
+                "cannot be delivered on_error is told"
+            )
+        if outcome.error is not None:
+            raise outcome.error
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -531,6 +558,24 @@ class Client:
 
     def stats(self) -> Dict[str, Any]:
         return self.analytics.stats()
+
+
+# The sender thread's hand-off around the request that ``timeout`` bounds.
+_SYNC_GRACE = 1.0
+
+
+class _SyncOutcome:
+    """The per-event callback of a sync_mode call: set once the event is settled."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Optional[BaseException] = None
+
+    def __call__(self, error: Optional[BaseException], message: Any) -> None:
+        self.error = error
+        self.done.set()
 
 
 def _require_user(user_id: Any, anonymous_id: Any) -> None:
