@@ -287,11 +287,11 @@ class BatchSender:
         status = response.status
         text = _short(response.body.decode("utf-8", "replace")) if response.body else ""
         if response.proxy is not None:
-            if status == 407:
+            if status in (401, 407):  # tinyproxy answers a CONNECT with bad credentials 401
                 return (
-                    f"the proxy {response.proxy} answered 407 Proxy Authentication Required: "
-                    "check the user and password of the proxy setting (proxy=, or the "
-                    "HTTPS_PROXY / HTTP_PROXY variable)"
+                    f"the proxy {response.proxy} refused the request ({status}: it needs a "
+                    "user and password, or refused them): check the user and password of "
+                    "the proxy setting (proxy=, or the HTTPS_PROXY / HTTP_PROXY variable)"
                 )
             return f"the proxy {response.proxy} refused to connect to {self._server} ({status})" + (
                 f": {text}" if text else ""

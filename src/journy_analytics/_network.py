@@ -73,8 +73,8 @@ class NameResolutionError(OSError):
 
 
 class ProxyTunnelError(OSError):
-    """The proxy answered the CONNECT, but could not reach the server (502, 503, 504):
-    for the SDK, the same as a server that is down."""
+    """The proxy answered the CONNECT with a 5xx: it could not reach the server. For the
+    SDK, the same as a server that is down."""
 
 
 class Proxy:

@@ -227,7 +227,7 @@ class _Connection(http.client.HTTPConnection):
             return
         body = answer.read() if answer.length else b""
         headers = dict(answer.getheaders())
-        if answer.status in (502, 503, 504):
+        if answer.status >= 500:  # 502 from most proxies, 500 from tinyproxy
             raise ProxyTunnelError(
                 f"the proxy {proxy.display} could not reach {target} "
                 f"({answer.status} {answer.reason}): the server looks down from the proxy"
@@ -344,16 +344,22 @@ class StdlibHttpClient:
                 conn.sock.settimeout(remaining)
             conn.request(method, path, body=body, headers=sent)
             answer = conn.getresponse()
-            data = answer.read()
             status = answer.status
             answer_headers = dict(answer.getheaders())
             reusable = not answer.will_close
+            try:
+                data = answer.read()
+            except (ConnectionError, http.client.IncompleteRead) as exc:
+                # The status is the answer: a server or proxy that closes the connection
+                # after its headers (tinyproxy's 407 resets it) still answered.
+                data = getattr(exc, "partial", b"") or b""
+                reusable = False
         except _ProxyAnswered as refused:
             conn.close()
             return refused.response
         except BaseException as exc:
             conn.close()
-            if watched.expired:
+            if watched.expired and not isinstance(exc, _network.NameResolutionError):
                 raise RequestTimeoutError(
                     f"no complete answer within http_request_timeout={timeout:g}s"
                 ) from exc
@@ -439,8 +445,7 @@ def _explain_one(error: BaseException, host: str) -> Optional[Failure]:
     if isinstance(error, ssl.SSLCertVerificationError) or kind == "CertificateError":
         why = getattr(error, "verify_message", None) or _one_line(error)
         return Failure(
-            f"the TLS certificate of {host} was not accepted ({kind}: {why}); "
-            + _CERTIFICATE_HINT,
+            f"the TLS certificate of {host} was not accepted ({kind}: {why}); " + _CERTIFICATE_HINT,
             False,
         )
     if isinstance(error, ssl.SSLError) or kind in ("SSLError", "SSLCertVerificationError"):
