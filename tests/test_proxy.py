@@ -306,10 +306,10 @@ def test_wrong_proxy_password_is_reported_at_once_and_never_shown(
     assert f"the proxy http://{user}127.0.0.1:{proxy.port} refused" in error.reason
     assert "user and password" in error.reason
     assert len(proxy.requests()) == 1  # not retried
+    transport = client._worker._get_transport()
     shown = " ".join(
         [caplog.text, str(error), repr(error), repr(client), json.dumps(client.stats())]
-        + [repr(client._worker._get_transport())]
-    )
+    ) + repr(transport)
     assert "wrong-pass" not in shown and "s3cret" not in shown
     # The right password goes through.
     good = clients(host=target.url, proxy=proxy.url_with("alice:s3cret-pass"), ssl_context=trusting)
@@ -393,8 +393,10 @@ def test_journy_import_goes_through_the_proxy_of_the_environment(
         )
     )
     code = journy(
-        ["import", str(rows), "--write-key", "k", "--host", collector.url]
-        + ["--checkpoint-dir", str(tmp_path), "--progress", "none"]
+        [
+            *("import", str(rows), "--write-key", "k", "--host", collector.url),
+            *("--checkpoint-dir", str(tmp_path), "--progress", "none"),
+        ]
     )
     assert code == 0
     assert len(collector.events()) == 120
@@ -414,9 +416,7 @@ def test_413_splits_down_to_single_events_and_reports_each_oversized_one_once(
         big = {6, 21, 37}  # each alone is over the server's 4000 bytes
         for i in range(45):
             pad = "x" * (5000 if i in big else 150)
-            client.track(
-                user_id="u", event=f"E{i}", properties={"pad": pad}, message_id=f"m{i}"
-            )
+            client.track(user_id="u", event=f"E{i}", properties={"pad": pad}, message_id=f"m{i}")
         assert client.flush(timeout=60)
         stats = client.stats()
         delivered = _ids(small)
