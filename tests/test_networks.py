@@ -94,7 +94,7 @@ def test_the_proxy_password_is_kept_out_of_sight() -> None:
 
 
 def test_settings_refuse_what_they_cannot_use() -> None:
-    with pytest.raises(ValueError, match="ssl.SSLContext"):
+    with pytest.raises(ValueError, match=r"ssl\.SSLContext"):
         NetworkSettings(ssl_context="ca.pem")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="proxy must be a proxy URL"):
         NetworkSettings(proxy=3128)  # type: ignore[arg-type]

@@ -444,8 +444,11 @@ def _explain_one(error: BaseException, host: str) -> Optional[Failure]:
         return Failure(f"no answer from {host} ({error})", True)
     if isinstance(error, ssl.SSLCertVerificationError) or kind == "CertificateError":
         why = getattr(error, "verify_message", None) or _one_line(error)
+        code = getattr(error, "reason", None)
+        label = f"{kind} {code}" if isinstance(code, str) else kind
         return Failure(
-            f"the TLS certificate of {host} was not accepted ({kind}: {why}); " + _CERTIFICATE_HINT,
+            f"the TLS certificate of {host} was not accepted ({label}: {why}); "
+            + _CERTIFICATE_HINT,
             False,
         )
     if isinstance(error, ssl.SSLError) or kind in ("SSLError", "SSLCertVerificationError"):
