@@ -26,3 +26,12 @@ def test_fixture_is_fresh_for_every_test(journy_capture: Capture) -> None:
     assert journy_capture.events() == []
     journy_capture.analytics.group(user_id="u", group_id="tesla", traits={"name": "Tesla"})
     assert journy_capture.events(group_id="tesla")[0]["traits"] == {"name": "Tesla"}
+
+
+def test_capture_records_even_when_the_environment_disables_clients(monkeypatch) -> None:
+    # Analytics(...) reads JOURNY_DISABLE where disable= is not given; Capture must not.
+    monkeypatch.setenv("JOURNY_DISABLE", "1")
+    monkeypatch.setenv("JOURNY_GZIP", "1")
+    with Capture() as capture:
+        capture.analytics.track(user_id="u", event="Still Seen")
+        assert [e["event"] for e in capture.events(type="track")] == ["Still Seen"]

@@ -578,3 +578,33 @@ def test_batches_reuse_one_keep_alive_connection(scripted: Any) -> None:
     assert a.close_and_flush(10)
     assert len(server.client_ports) == 5
     assert len(set(server.client_ports)) == 1, "every batch went over the same connection"
+
+
+def test_analytics_reads_the_environment_where_an_argument_is_not_given(
+    collector: CollectorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOURNY_HOST", collector.url)
+    monkeypatch.setenv("JOURNY_FLUSH_INTERVAL", "0.05")
+    monkeypatch.setenv("JOURNY_MAX_EVENTS_IN_BATCH", "2")
+    with Analytics(write_key="k") as analytics:
+        assert analytics.host == collector.url and analytics.flush_interval == 0.05
+        for i in range(3):
+            analytics.track(user_id="u", event="From The Environment", properties={"i": i})
+        assert analytics.flush(10)
+    assert len(collector.events()) == 3
+    assert [r["body"] and len(r["body"]["batch"]) for r in collector.requests()] == [2, 1]
+
+
+def test_an_explicit_argument_wins_over_the_environment(
+    collector: CollectorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing listens there: an event sent to it would not arrive.
+    monkeypatch.setenv("JOURNY_HOST", "http://127.0.0.1:9")
+    monkeypatch.setenv("JOURNY_DISABLE", "1")
+    with Analytics(write_key="k", host=collector.url, disable=False, flush_interval=0.05) as a:
+        a.track(user_id="u", event="Explicit")
+        assert a.flush(10)
+    assert [e["event"] for e in collector.events()] == ["Explicit"]
+    monkeypatch.setenv("JOURNY_MAX_RETRIES", "three")
+    with pytest.raises(ValueError, match="JOURNY_MAX_RETRIES='three'"):
+        Analytics(write_key="k")

@@ -29,6 +29,7 @@ __all__ = [
     "close_and_flush",
     "default_client",
     "deregister",
+    "environment_settings",
     "flush",
     "group",
     "identify",
@@ -59,18 +60,14 @@ _ENV_SETTINGS: Dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
-def _settings() -> Dict[str, Any]:
-    module = sys.modules["journy_analytics"]
+def environment_settings(**given: Any) -> Dict[str, Any]:
+    """``given`` client settings, each None taken from its environment variable
+    (``host`` from JOURNY_HOST, ...) when that is set; those still None are left out, so
+    the caller's default applies. ``Analytics(...)`` and the module-level client both
+    read the environment through here: a value given in code always wins."""
     settings: Dict[str, Any] = {}
-    key = getattr(module, "write_key", None) or os.environ.get("JOURNY_WRITE_KEY")
-    if not key:
-        raise ValueError(
-            "the default client has no write key: set journy_analytics.write_key = '...' "
-            "or the JOURNY_WRITE_KEY environment variable, or create an Analytics(...) yourself"
-        )
-    settings["write_key"] = key
-    for name, (env, convert) in _ENV_SETTINGS.items():
-        value = getattr(module, name, None)
+    for name, value in given.items():
+        env, convert = _ENV_SETTINGS[name]
         if value is None and env in os.environ:
             try:
                 value = convert(os.environ[env])
@@ -79,6 +76,19 @@ def _settings() -> Dict[str, Any]:
         if value is not None:
             settings[name] = value
     return settings
+
+
+def _settings() -> Dict[str, Any]:
+    module = sys.modules["journy_analytics"]
+    key = getattr(module, "write_key", None) or os.environ.get("JOURNY_WRITE_KEY")
+    if not key:
+        raise ValueError(
+            "the default client has no write key: set journy_analytics.write_key = '...' "
+            "or the JOURNY_WRITE_KEY environment variable, or create an Analytics(...) yourself"
+        )
+    # What the module sets; Analytics(...) fills the rest from the environment.
+    settings = {name: getattr(module, name, None) for name in _ENV_SETTINGS}
+    return {"write_key": key, **{k: v for k, v in settings.items() if v is not None}}
 
 
 def default_client() -> Analytics:

@@ -92,6 +92,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     col.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     col.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        default=[],
+        metavar="NAME",
+        help="another host name the collector is reached by (repeatable; a docker-compose "
+        "service name, a LAN name): requests naming any other host are refused",
+    )
+    col.add_argument(
         "--port", type=_non_negative_int, default=8765, help="port (default: 8765; 0 = any free)"
     )
     col.add_argument(
@@ -340,7 +349,12 @@ async def _serve(args: argparse.Namespace, faults: Any) -> int:
     try:
         limits = {} if args.max_body_bytes is None else {"max_body_bytes": args.max_body_bytes}
         state = CollectorState(
-            store, write_keys=args.write_keys, path=args.path, faults=faults, **limits
+            store,
+            write_keys=args.write_keys,
+            path=args.path,
+            faults=faults,
+            allowed_hosts=args.allowed_hosts,
+            **limits,
         )
         server = Server(state, args.host, args.port)
         try:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from journy_analytics import _fork, _shutdown
+from journy_analytics import _default, _fork, _shutdown
 from journy_analytics import _messages as m
 from journy_analytics._aio import run_in_thread as _run_in_thread
 from journy_analytics._encoding import encode_event
@@ -68,16 +68,16 @@ class Analytics:
     def __init__(
         self,
         write_key: str,
-        host: str = DEFAULT_HOST,
-        path: str = DEFAULT_PATH,
-        max_retries: int = 3,
-        max_events_in_batch: int = 15,
-        flush_interval: float = 10.0,
+        host: Optional[str] = None,
+        path: Optional[str] = None,
+        max_retries: Optional[int] = None,
+        max_events_in_batch: Optional[int] = None,
+        flush_interval: Optional[float] = None,
         http_request_timeout: float = 10.0,
-        disable: bool = False,
+        disable: Optional[bool] = None,
         http_client: Optional[HttpClient] = None,
-        max_queue_size: int = 10_000,
-        gzip: bool = False,
+        max_queue_size: Optional[int] = None,
+        gzip: Optional[bool] = None,
         spool: Optional[Union[str, os.PathLike[str]]] = None,
         *,
         flush_timeout: Optional[float] = 30.0,
@@ -95,6 +95,23 @@ class Analytics:
                 "write_key must be a non-empty str: copy it from journy.io, "
                 "Connections > API/SDK Connector"
             )
+        # What is not given comes from the environment (JOURNY_HOST, ...), as for the
+        # module-level client, else from the defaults.
+        env = _default.environment_settings(
+            host=host,
+            path=path,
+            max_retries=max_retries,
+            max_events_in_batch=max_events_in_batch,
+            flush_interval=flush_interval,
+            disable=disable,
+            max_queue_size=max_queue_size,
+            gzip=gzip,
+        )
+        host, path = env.get("host", DEFAULT_HOST), env.get("path", DEFAULT_PATH)
+        max_retries, max_queue_size = env.get("max_retries", 3), env.get("max_queue_size", 10_000)
+        max_events_in_batch = env.get("max_events_in_batch", 15)
+        flush_interval = env.get("flush_interval", 10.0)
+        disable, gzip = env.get("disable", False), env.get("gzip", False)
         url = _endpoint(host, path)
         _positive_int("max_retries", max_retries, allow_zero=True)
         _positive_int("max_events_in_batch", max_events_in_batch)

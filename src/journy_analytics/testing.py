@@ -59,6 +59,9 @@ class Capture:
         self.http_client = MemoryHttpClient()
         settings.setdefault("write_key", "test-write-key")
         settings.setdefault("flush_interval", 0.05)
+        # Captures whatever the environment says (Analytics reads JOURNY_DISABLE, ...):
+        # a test suite run with JOURNY_DISABLE=1 must still see its events.
+        settings.setdefault("disable", False)
         self.analytics = Analytics(http_client=self.http_client, **settings)
 
     def flush(self, timeout: float = 5.0) -> bool:

@@ -390,3 +390,59 @@ def test_make_demo_tells_where_to_look_and_the_inspector_shows_it(page):
             proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_an_account_only_group_links_no_user_and_first_seen_is_the_event_time(page, collector):
+    post(
+        collector,
+        [
+            {
+                "type": "group",
+                "anonymousId": "tesla",
+                "groupId": "tesla",
+                "messageId": "acct",
+                "traits": {"plan": "pro"},
+                "timestamp": "2015-12-12T19:11:00.000Z",
+            },
+            {
+                "type": "track",
+                "userId": "elon",
+                "event": "Car Sold",
+                "messageId": "sold",
+                "timestamp": "2016-01-02T03:04:05.000Z",
+            },
+        ],
+    )
+    open_inspector(page, collector.url)
+    expect(page.locator(ROWS)).to_have_count(2)
+    page.locator(ROWS).nth(1).click()  # the group call, older
+    detail = page.locator("#detail")
+    expect(detail.locator("h2")).to_contain_text("group")
+    # No link to a user page that does not exist; the account is linked.
+    expect(detail.locator(".no-user")).to_contain_text("account only")
+    expect(detail.locator("a[href*='view=user']")).to_have_count(0)
+    detail.locator("a[href*='view=account']").click()
+    expect(page.locator("#profile h2")).to_have_text("account tesla")
+    expect(page.locator("#profile .first-seen")).to_have_text("2015-12-12 19:11:00Z")
+    page.goto(collector.url + "/?view=user&id=elon")
+    expect(page.locator("#profile .first-seen")).to_have_text("2016-01-02 03:04:05Z")
+
+
+def test_users_acting_in_an_account_without_a_group_call_are_not_listed_as_members(page, collector):
+    post(
+        collector,
+        [
+            {"type": "group", "userId": "elon", "groupId": "tesla", "messageId": "g"},
+            {"type": "track", "userId": "elon", "event": "A", "context": {"groupId": "tesla"}},
+            {"type": "track", "userId": "kimbal", "event": "B", "context": {"groupId": "tesla"}},
+        ],
+    )
+    page.goto(collector.url + "/?view=account&id=tesla")
+    profile = page.locator("#profile")
+    expect(profile.locator("h2")).to_have_text("account tesla")
+    expect(profile.locator("ul.memberships li")).to_have_text(["elon"])
+    expect(profile.locator("ul.not-grouped li")).to_have_text(["kimbal"])
+    profile.locator("ul.not-grouped a").click()
+    expect(profile.locator("h2")).to_have_text("user kimbal")
+    expect(profile.locator("ul.memberships")).to_have_count(0)
+    expect(profile.locator("ul.not-grouped li")).to_have_text(["tesla"])

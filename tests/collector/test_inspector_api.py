@@ -231,7 +231,7 @@ def test_a_client_leaving_mid_request_prints_no_traceback(tmp_path):
         host, port = url.rsplit("/", 1)[-1].split(":")
         with socket.create_connection((host, int(port))) as sock:
             sock.sendall(
-                b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Basic azo=\r\n"
+                b"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic azo=\r\n"
                 b'Content-Length: 1000\r\n\r\n{"batch": ['
             )
             time.sleep(0.2)
@@ -368,3 +368,50 @@ def test_inspector_assets_ship_in_the_package():
     # Event data never goes through an HTML parser.
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script
     assert "http://" not in script and "https://" not in script
+
+
+def test_an_account_only_group_call_belongs_to_no_user_profile(collector, http):
+    account_only = {"type": "group", "anonymousId": "tesla", "groupId": "tesla", "messageId": "a"}
+    member = {"type": "group", "userId": "elon", "groupId": "tesla", "messageId": "m"}
+    visitor = {"type": "track", "anonymousId": "v1", "event": "E", "messageId": "t"}
+    assert http.batch({**account_only, "traits": {"plan": "pro"}}, member, visitor).status == 200
+    summaries = {e["messageId"]: e for e in http.get("/api/inspector/events").json()["events"]}
+    # The page links "profile": there is no user "tesla" to link an account-only call to.
+    assert summaries["a"]["profile"] is None
+    assert summaries["m"]["profile"] == "elon" and summaries["t"]["profile"] == "v1"
+    detail = http.get(f"/api/inspector/events/{summaries['a']['seq']}").json()
+    assert detail["profile"] is None and detail["account"] == "tesla"
+    assert http.get("/api/inspector/users/tesla").status == 404
+    assert http.get("/api/inspector/accounts/tesla").json()["traits"] == {"plan": "pro"}
+
+
+def test_first_and_last_seen_are_the_events_own_timestamps(collector, http):
+    events = [
+        {
+            "type": "identify",
+            "userId": "u",
+            "traits": {"a": 1},
+            "timestamp": "2021-03-01T10:00:00.000Z",
+        },
+        # Earliest, written with an offset: 2015-12-12T18:11:00Z.
+        {"type": "group", "userId": "u", "groupId": "g", "timestamp": "2015-12-12T19:11:00+01:00"},
+        {
+            "type": "track",
+            "userId": "u",
+            "event": "E",
+            "context": {"groupId": "g"},
+            "timestamp": "2019-06-01T00:00:00.000Z",
+        },
+    ]
+    assert http.batch(*events).status == 200
+    for path in ("/api/users/u", "/api/inspector/users/u", "/api/accounts/g"):
+        profile = http.get(path).json()
+        assert profile["firstSeen"] == "2015-12-12T18:11:00.000Z", path
+        # The receive time is kept apart: it is today, not 2015.
+        assert profile["firstReceived"] > "2026", path
+    assert http.get("/api/users/u").json()["lastSeen"] == "2021-03-01T10:00:00.000Z"
+    assert http.get("/api/accounts/g").json()["lastSeen"] == "2019-06-01T00:00:00.000Z"
+    # An event sent without a timestamp happened when it was received.
+    assert http.batch({"type": "track", "userId": "now", "event": "E"}).status == 200
+    now = http.get("/api/users/now").json()
+    assert now["firstSeen"] == now["firstReceived"]

@@ -67,3 +67,29 @@ def test_asgi_middleware_scopes_requests_and_flushes_on_lifespan_shutdown(
         assert event["context"].get("groupId") == headers.get("X-Account"), (mid, event)
         assert event["context"]["path"] == "/track"
     assert events["app-stopping"]["userId"] == "system"
+
+
+def test_logged_out_visitors_get_the_journey_cookie_or_a_fresh_anonymous_id() -> None:
+    """The middleware alone (it imports no framework), driven as a server drives it."""
+    import asyncio
+
+    from journy_analytics.integrations.asgi import JournyMiddleware
+    from journy_analytics.testing import Capture
+
+    with Capture() as capture:
+
+        async def app(scope: Dict[str, object], receive: object, send: object) -> None:
+            capture.analytics.track(event="Served")
+
+        middleware = JournyMiddleware(app, analytics=capture.analytics)
+
+        async def visit(headers: List[tuple]) -> None:
+            await middleware({"type": "http", "headers": headers}, None, None)  # type: ignore[arg-type]
+
+        asyncio.run(visit([]))
+        asyncio.run(visit([(b"cookie", b"a=1; __journey=device-3")]))
+        asyncio.run(visit([(b"cookie", b"__journey=" + b"x" * 500)]))  # not a device id
+        first, with_cookie, overlong = capture.events(event="Served")
+    assert len(first["anonymousId"]) == 36 and "userId" not in first
+    assert with_cookie["anonymousId"] == "device-3"
+    assert len(overlong["anonymousId"]) == 36

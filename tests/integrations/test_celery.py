@@ -22,7 +22,7 @@ pytest.importorskip("celery")
 def celery_module(
     collector: CollectorThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:
-    for sub in ("queue", "processed", "results"):
+    for sub in ("queue", "processed", "results", "control"):
         (tmp_path / sub).mkdir()
     monkeypatch.setenv("JOURNY_TEST_CELERY_DIR", str(tmp_path))
     monkeypatch.setenv("JOURNY_TEST_COLLECTOR", collector.url)
@@ -80,3 +80,7 @@ def test_scope_travels_with_the_task_and_worker_shutdown_flushes(
             assert event["context"]["request_id"] == want["request_id"]
     assert events["celery-nested"]["properties"] == {"plan": "pro"}
     assert all(pid != worker.proc.pid for pid in pids), "tasks ran in the prefork children"
+    # The broker's files stay in the test's folder, none in the checkout.
+    assert list((tmp_path / "control").glob("*.exchange"))
+    for where in (Path.cwd(), APPS, Path(__file__).resolve().parents[2]):
+        assert not (where / "control").exists(), where / "control"

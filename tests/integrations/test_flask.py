@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
 
 from journy_analytics.collector import CollectorThread
 
-from .conftest import Server, app_env, free_port, tool
+from .conftest import APPS, Server, app_env, free_port, tool
 from .conftest import require as _require
 
 pytest.importorskip("flask")
@@ -78,3 +79,31 @@ def test_flask_extension_scopes_concurrent_requests_and_shutdown_flushes(
         assert event["context"].get("groupId") == headers.get("X-Account"), (mid, event)
         assert event["properties"] == {"path": "/track" if mid == "plain" else "/slow"}
     assert collector.stats()["duplicates"] == 0
+
+
+def test_the_readme_recipe_serves_logged_out_visitors(
+    collector: CollectorThread, servers: Callable[..., Server]
+) -> None:
+    # The app is the README's Flask recipe, as written; JOURNY_HOST points it here.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    recipe = (APPS / "journy_flask_readme.py").read_text(encoding="utf-8")
+    assert f"```py\n{recipe}```" in readme
+    port = free_port()
+    server = servers(
+        [tool("gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}", "journy_flask_readme:app"],
+        port,
+        app_env(collector, JOURNY_HOST=collector.url),
+    )
+    server.wait_ready()
+    for headers in ({}, {"Cookie": "__journey=device-9"}, {"X-Account": "initech"}):
+        status, body = server.get("/export", headers)
+        assert (status, body) == (200, "exported"), body[-2000:]
+    server.stop()
+    assert server.proc.returncode == 0, server.log[-3000:]
+    tracked = collector.events(type="track")
+    assert [e["event"] for e in tracked] == ["Report Exported"] * 3
+    assert all("userId" not in e for e in tracked)
+    first, with_cookie, in_account = tracked
+    assert len(first["anonymousId"]) == 36 and with_cookie["anonymousId"] == "device-9"
+    assert in_account["anonymousId"] not in (first["anonymousId"], "device-9")
+    assert in_account["context"]["groupId"] == "initech"

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from journy_analytics.client import DEFAULT_PATH
 from journy_analytics.collector._faults import Decision, FaultInjector, Faults
+from journy_analytics.collector._guard import request_guard
 from journy_analytics.collector._ingest import (
     EVENT_TYPES,
     MAX_BODY_BYTES,
@@ -87,6 +88,7 @@ class CollectorState:
         faults: Optional[Faults] = None,
         max_logged_requests: int = 1000,
         max_body_bytes: int = MAX_BODY_BYTES,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
@@ -104,6 +106,8 @@ class CollectorState:
             raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
         # Larger ingest bodies are answered 413 (as journy.io answers above its own limit).
         self.max_body_bytes = max_body_bytes
+        # Host names the collector answers besides loopback and its bound address.
+        self.allowed_hosts = tuple(allowed_hosts)
 
     def key_accepted(self, key: Optional[str]) -> bool:
         if not key:
@@ -615,9 +619,11 @@ async def _json_errors(
         )
 
 
-def create_app(state: CollectorState) -> web.Application:
-    """The aiohttp application serving ``state`` (ingest, read API, fault control)."""
-    app = web.Application(middlewares=[_json_errors, _read_key])
+def create_app(state: CollectorState, bound_host: str = "127.0.0.1") -> web.Application:
+    """The aiohttp application serving ``state`` (ingest, read API, fault control), for a
+    server listening on ``bound_host``."""
+    guard = request_guard(bound_host, state.allowed_hosts)
+    app = web.Application(middlewares=[_json_errors, guard, _read_key])
     app[_STATE] = state
     app[_ASSETS] = _load_assets()
     live = app[_LIVE] = LiveFeed()
@@ -673,7 +679,7 @@ class Server:
     async def start(self) -> int:
         """Bind and serve; returns the bound port (useful with ``port=0``)."""
         runner = web.AppRunner(
-            create_app(self._state),
+            create_app(self._state, self._host),
             access_log=None,
             handle_signals=False,
             # Bodies are decompressed by the collector itself, with a size cap.

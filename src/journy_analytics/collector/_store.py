@@ -503,18 +503,82 @@ def _filter_sql(filters: Mapping[str, str]) -> tuple[list[str], list[Any]]:
 
 
 def _summary(row: Sequence[Any]) -> dict[str, Any]:
+    kind, user_id, anonymous_id, group_id = row[2], row[3], row[4], row[5]
     return {
         "seq": row[0],
         "messageId": row[1],
-        "type": row[2],
-        "userId": row[3],
-        "anonymousId": row[4],
-        "account": row[5],
+        "type": kind,
+        "userId": user_id,
+        "anonymousId": anonymous_id,
+        # The user profile the event belongs to: none for journy.io's account-only group
+        # call (anonymousId == groupId, no userId), which updates the account alone.
+        "profile": None
+        if kind == "group" and user_id is None and anonymous_id == group_id
+        else (user_id if user_id is not None else anonymous_id),
+        "account": group_id,
         "name": row[6] if row[6] is not None else row[7],
         "timestamp": row[8],
         "receivedAt": row[9],
         "warnings": orjson.loads(row[10]) if row[10] else [],
     }
+
+
+def _utc_moment(timestamp: str) -> Optional[str]:
+    """``timestamp`` as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC (so that text order is time
+    order), or None when it is not ISO-8601."""
+    if (
+        len(timestamp) == 24
+        and timestamp[10] == "T"
+        and timestamp[19] == "."
+        and timestamp[-1] == "Z"
+    ):
+        return timestamp  # the SDKs' form, already UTC
+    text = timestamp[:-1] + "+00:00" if timestamp.endswith(("Z", "z")) else timestamp
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    utc = moment.astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# An event a user profile is made of: every event of its id but journy.io's account-only
+# group call, which has the account's id as its anonymousId and updates the account alone.
+_OF_USER = "profile_id = ? AND NOT (type = 'group' AND user_id IS NULL AND anonymous_id = group_id)"
+
+
+# The SDKs' UTC form, whose text order is time order: SQLite's MIN/MAX compare it directly.
+_CANONICAL_TIMESTAMP = (
+    "timestamp GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:"
+    "[0-9][0-9].[0-9][0-9][0-9]Z'"
+)
+
+
+def _seen(conn: sqlite3.Connection, kind: str, id: str) -> tuple[Optional[str], Optional[str]]:
+    """The earliest and latest moment of a profile's events, by their own timestamps (an
+    event sent without one happened when it was received, as journy.io takes it): a
+    backfill of 2015 events was first seen in 2015, not when it was imported."""
+    # ``where`` is one of two constants.
+    where = _OF_USER if kind == "user" else "group_id = ?"
+    first, last = conn.execute(
+        f"SELECT MIN(timestamp), MAX(timestamp) FROM events WHERE {where} "
+        f"AND {_CANONICAL_TIMESTAMP}",
+        (id,),
+    ).fetchone()
+    # The rest (offsets, other precisions, none) is rare: normalized one by one.
+    for timestamp, received_at in conn.execute(
+        f"SELECT timestamp, received_at FROM events WHERE {where} "
+        f"AND (timestamp IS NULL OR NOT {_CANONICAL_TIMESTAMP})",
+        (id,),
+    ):
+        moment = (_utc_moment(timestamp) if timestamp else None) or received_at
+        if first is None or moment < first:
+            first = moment
+        if last is None or moment > last:
+            last = moment
+    return first, last
 
 
 # Where an event row (a list, see Store._ingest) keeps its warnings until written.
@@ -1141,7 +1205,10 @@ class Store:
         return {**base, "history": history, "recent": [_summary(r) for r in recent]}
 
     def user(self, user_id: str) -> Future[Optional[dict[str, Any]]]:
-        """``{"id", "traits", "accounts", "events", "identified", "aliases"}`` or None."""
+        """``{"id", "traits", "accounts", "notGrouped", "events", "identified", "aliases",
+        "firstSeen", "lastSeen", "firstReceived", "lastReceived"}`` or None: ``accounts``
+        are those a group call linked the user to, ``notGrouped`` those it acted in
+        (``context.groupId``) without one."""
         return self._submit(self._user, user_id)
 
     def _user(self, user_id: str) -> Optional[dict[str, Any]]:
@@ -1152,12 +1219,15 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        accounts = [
-            r[0]
-            for r in conn.execute(
-                "SELECT account_id FROM memberships WHERE user_id = ? ORDER BY rowid", (user_id,)
-            )
-        ]
+        # Member of an account only through a group call (journy.io's semantics); accounts
+        # it acted in without one are listed apart (they earn account_not_grouped).
+        accounts: list[str] = []
+        not_grouped: list[str] = []
+        for account_id, grouped in conn.execute(
+            "SELECT account_id, grouped FROM memberships WHERE user_id = ? ORDER BY rowid",
+            (user_id,),
+        ):
+            (accounts if grouped else not_grouped).append(account_id)
         aliases = [
             r[0]
             for r in conn.execute(
@@ -1165,19 +1235,25 @@ class Store:
             )
         ]
         events = self._event_count(conn, "profile_events", user_id)
+        first, last = _seen(conn, "user", user_id)
         return {
             "id": user_id,
             "identified": bool(row[0]),
             "traits": orjson.loads(row[1]),
             "accounts": accounts,
+            "notGrouped": not_grouped,
             "events": events,
             "aliases": aliases,
-            "firstSeen": row[2],
-            "lastSeen": row[3],
+            "firstSeen": first or row[2],
+            "lastSeen": last or row[3],
+            "firstReceived": row[2],
+            "lastReceived": row[3],
         }
 
     def account(self, account_id: str) -> Future[Optional[dict[str, Any]]]:
-        """``{"id", "traits", "members", "events"}`` or None."""
+        """``{"id", "traits", "members", "notGrouped", "events", "firstSeen", ...}`` or
+        None: ``members`` were linked by a group call, ``notGrouped`` users only acted in
+        the account's context."""
         return self._submit(self._account, account_id)
 
     def _account(self, account_id: str) -> Optional[dict[str, Any]]:
@@ -1187,21 +1263,25 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        members = [
-            r[0]
-            for r in conn.execute(
-                "SELECT user_id FROM memberships WHERE account_id = ? ORDER BY rowid",
-                (account_id,),
-            )
-        ]
+        members: list[str] = []
+        not_grouped: list[str] = []
+        for user_id, grouped in conn.execute(
+            "SELECT user_id, grouped FROM memberships WHERE account_id = ? ORDER BY rowid",
+            (account_id,),
+        ):
+            (members if grouped else not_grouped).append(user_id)
         events = self._event_count(conn, "account_events", account_id)
+        first, last = _seen(conn, "account", account_id)
         return {
             "id": account_id,
             "traits": orjson.loads(row[0]),
             "members": members,
+            "notGrouped": not_grouped,
             "events": events,
-            "firstSeen": row[1],
-            "lastSeen": row[2],
+            "firstSeen": first or row[1],
+            "lastSeen": last or row[2],
+            "firstReceived": row[1],
+            "lastReceived": row[2],
         }
 
     @staticmethod

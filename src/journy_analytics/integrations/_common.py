@@ -6,12 +6,23 @@ import importlib
 import logging
 import threading
 import time
+import uuid
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from journy_analytics import _default
 from journy_analytics.client import Analytics
 
-__all__ = ["RateLimitedLog", "client_from_settings", "flush", "import_string", "resolve"]
+__all__ = [
+    "JOURNY_COOKIE",
+    "RateLimitedLog",
+    "client_from_settings",
+    "cookie_in_header",
+    "flush",
+    "import_string",
+    "resolve",
+    "someone",
+    "visitor_defaults",
+]
 
 logger = logging.getLogger("journy_analytics")
 
@@ -129,3 +140,50 @@ def identify_result(
             f"group_id, properties, context) or None, not {type(extra).__name__}"
         )
     return {**defaults, **extra}
+
+
+# The cookie journy.io's JavaScript snippet sets on your site: the visitor's device id,
+# the id journy.io's web tracking knows the visitor by (its REST API's "link" takes it).
+JOURNY_COOKIE = "__journey"
+# A longer value is not a device id the snippet set; it could push events over 32 KB.
+_MAX_DEVICE_ID = 200
+
+
+def _device_id(value: Optional[str]) -> Optional[str]:
+    """The ``__journey`` cookie's value as an anonymous id; None when it is absent or not
+    a plausible id (empty, too long, control characters): a cookie is the visitor's input,
+    and a bad one must not break the page."""
+    if not value:
+        return None
+    value = value.strip().strip('"')
+    if not value or len(value) > _MAX_DEVICE_ID or not value.isprintable():
+        return None
+    return value
+
+
+def cookie_in_header(header: Optional[str], name: str = JOURNY_COOKIE) -> Optional[str]:
+    """The value of cookie ``name`` in a ``Cookie:`` request header (None if absent)."""
+    if not header:
+        return None
+    for part in header.split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None
+
+
+def visitor_defaults(user: Dict[str, Any], journy_cookie: Optional[str]) -> Dict[str, Any]:
+    """An integration's default scope: the logged-in user (``user``), plus the visitor's
+    ``__journey`` cookie as ``anonymous_id`` when journy.io's snippet set one."""
+    device = _device_id(journy_cookie)
+    return {**user, "anonymous_id": device} if device is not None else user
+
+
+def someone(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``kwargs`` naming someone: with neither a user nor an anonymous id (a logged-out
+    visitor without the ``__journey`` cookie, and ``identify`` gave none), a fresh random
+    ``anonymous_id`` for this request, so that ``track(event=...)`` in the view cannot
+    raise: an analytics call must never break a page."""
+    if kwargs.get("user_id") is None and kwargs.get("anonymous_id") is None:
+        return {**kwargs, "anonymous_id": str(uuid.uuid4())}
+    return kwargs

@@ -15,7 +15,9 @@ The journy scope holds Starlette's authenticated ``scope["user"].identity`` (``u
 where an older Starlette leaves ``identity`` unimplemented), if any (put
 ``JournyMiddleware`` inside Starlette's ``AuthenticationMiddleware``); ``identify(scope)``
 (plain or ``async``) returns more of its arguments (``user_id``, ``anonymous_id``,
-``group_id``, ``properties``, ``context``) or None, and its keys win.
+``group_id``, ``properties``, ``context``) or None, and its keys win. The ``__journey``
+cookie journy.io's snippet sets gives ``anonymous_id``; a logged-out visitor with no cookie
+and no id from ``identify`` gets a random one for the request, so ``track`` never raises.
 
 At the ASGI lifespan shutdown (after the app's own shutdown handlers, so their events are
 included) the client is flushed with ``await aflush(flush_timeout)``: the server's loop keeps
@@ -32,7 +34,12 @@ from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional
 from journy_analytics import _default
 from journy_analytics._scope import activate, deactivate
 from journy_analytics.client import Analytics
-from journy_analytics.integrations._common import identify_result
+from journy_analytics.integrations._common import (
+    cookie_in_header,
+    identify_result,
+    someone,
+    visitor_defaults,
+)
 
 __all__ = ["JournyMiddleware"]
 
@@ -56,6 +63,16 @@ def starlette_user_scope(scope: Scope) -> Dict[str, Any]:
         # Older Starlette releases leave BaseUser.identity unimplemented, SimpleUser included.
         identity = getattr(user, "username", None)
     return {"user_id": str(identity)} if identity else {}
+
+
+def _cookie_header(scope: Scope) -> Optional[str]:
+    """The ``__journey`` cookie of an ASGI connection, if it has one."""
+    for name, value in scope.get("headers") or ():
+        if name == b"cookie":
+            found = cookie_in_header(value.decode("latin-1"))
+            if found is not None:
+                return found
+    return None
 
 
 class JournyMiddleware:
@@ -91,13 +108,13 @@ class JournyMiddleware:
             deactivate(token)
 
     async def _identify(self, scope: Scope) -> Dict[str, Any]:
-        defaults = starlette_user_scope(scope)
+        defaults = visitor_defaults(starlette_user_scope(scope), _cookie_header(scope))
         if self.identify is None:
-            return defaults
+            return someone(defaults)
         result = self.identify(scope)
         if inspect.isawaitable(result):
             result = await result
-        return identify_result(lambda _: result, scope, defaults)
+        return someone(identify_result(lambda _: result, scope, defaults))
 
     def _flushing_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:

@@ -13,9 +13,12 @@ settings.py::
     }
 
 In a view, ``journy_analytics.track(event="Report Exported")`` then needs no ids: the
-scope gives ``user_id`` (the authenticated user's primary key) and whatever ``identify``
-returns (``anonymous_id``, ``group_id``, ``properties``, ``context``); its keys win over
-the default, and returning ``{"user_id": None}`` drops the user.
+scope gives ``user_id`` (the authenticated user's primary key), ``anonymous_id`` (the
+``__journey`` cookie journy.io's snippet sets, if any) and whatever ``identify`` returns
+(``anonymous_id``, ``group_id``, ``properties``, ``context``); its keys win over the
+default, and returning ``{"user_id": None}`` drops the user. A logged-out visitor with no
+cookie and no id from ``identify`` gets a random ``anonymous_id`` for the request, so the
+view's ``track`` never raises.
 
 The client: ``JOURNY_ANALYTICS["analytics"]`` (an ``Analytics`` or a dotted path to one) if
 given; else, if ``JOURNY_ANALYTICS`` holds client settings, one client per process built
@@ -35,9 +38,12 @@ from django.conf import settings as django_settings
 from journy_analytics._scope import activate, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import (
+    JOURNY_COOKIE,
     client_from_settings,
     identify_result,
     import_string,
+    someone,
+    visitor_defaults,
 )
 
 __all__ = ["JournyMiddleware", "user_scope"]
@@ -74,7 +80,8 @@ class JournyMiddleware:
         )
 
     def __call__(self, request: Any) -> Any:
-        kwargs = identify_result(self.identify, request, user_scope(request))
+        defaults = visitor_defaults(user_scope(request), request.COOKIES.get(JOURNY_COOKIE))
+        kwargs = someone(identify_result(self.identify, request, defaults))
         token = activate(**kwargs)
         try:
             return self.get_response(request)

@@ -10,8 +10,11 @@
 
 or ``journy = JournyAnalytics(identify=...)`` then ``journy.init_app(app)`` in a factory.
 The scope holds flask-login's ``current_user`` id when flask-login is installed and a user
-is logged in; ``identify(request)`` returns more of the scope's arguments (``user_id``,
+is logged in, and the ``__journey`` cookie journy.io's snippet sets as ``anonymous_id``;
+``identify(request)`` returns more of the scope's arguments (``user_id``,
 ``anonymous_id``, ``group_id``, ``properties``, ``context``) or None, and its keys win.
+A logged-out visitor with no cookie and no id from ``identify`` gets a random
+``anonymous_id`` for the request, so the view's ``track`` never raises.
 
 The client: ``analytics=`` if given, else ``JOURNY_ANALYTICS["analytics"]``, else one client
 per process built from ``JOURNY_ANALYTICS``'s settings (installed as the module-level
@@ -30,11 +33,14 @@ import flask
 from journy_analytics._scope import activate, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import (
+    JOURNY_COOKIE,
     RateLimitedLog,
     client_from_settings,
     identify_result,
     import_string,
     resolve,
+    someone,
+    visitor_defaults,
 )
 
 __all__ = ["JournyAnalytics"]
@@ -86,7 +92,8 @@ class JournyAnalytics:
 
     def _open_scope(self) -> None:
         request = flask.request
-        kwargs = identify_result(self._identify, request, _flask_login_scope(request))
+        defaults = visitor_defaults(_flask_login_scope(request), request.cookies.get(JOURNY_COOKIE))
+        kwargs = someone(identify_result(self._identify, request, defaults))
         setattr(flask.g, _G_TOKEN, activate(**kwargs))
 
     def _close_scope(self, exc: Optional[BaseException] = None) -> None:

@@ -21,6 +21,9 @@ app.conf.update(
         "data_folder_in": os.path.join(folder, "queue"),
         "data_folder_out": os.path.join(folder, "queue"),
         "processed_folder": os.path.join(folder, "processed"),
+        # The exchange tables: by default ./control of whichever process declares them
+        # (the test in the checkout, the worker in apps/), which left them in the tree.
+        "control_folder": os.path.join(folder, "control"),
         "polling_interval": 0.05,
     },
     result_backend="file://" + os.path.join(folder, "results"),

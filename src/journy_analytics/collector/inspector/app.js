@@ -345,7 +345,10 @@ async function renderDetail(seq) {
     el("h2", {}, `${detail.type}${retyped} · ${text(detail.name) || detail.messageId}`),
     pairs([
       ["messageId", detail.messageId],
-      ["user", profileLink("user", detail.userId !== null ? detail.userId : detail.anonymousId)],
+      // An account-only group call (anonymousId == groupId) belongs to no user profile.
+      ["user", detail.profile === null
+        ? el("span", { className: "muted no-user" }, "none: this group call updates the account only")
+        : profileLink("user", detail.profile)],
       ["account", detail.account === null ? "-" : profileLink("account", detail.account)],
       ["timestamp", text(detail.timestamp) || "-"],
       ["received", shortTime(detail.receivedAt)],
@@ -408,8 +411,9 @@ async function renderProfile(kind, id) {
     el("h2", { className: "profile-title" }, title),
     pairs([
       ["events", kind === "user" ? String(profile.events) : `${profile.events} in its context`],
-      ["first seen", shortTime(profile.firstSeen)],
-      ["last seen", shortTime(profile.lastSeen)],
+      // By the events' own timestamps (a backfill is first seen when it happened).
+      ["first seen", el("span", { className: "first-seen", title: "first received " + text(profile.firstReceived) }, shortTime(profile.firstSeen))],
+      ["last seen", el("span", { className: "last-seen", title: "last received " + text(profile.lastReceived) }, shortTime(profile.lastSeen))],
       ...(kind === "user" && profile.aliases.length ? [["aliases", profile.aliases.join(", ")]] : []),
     ]),
     el("h3", {}, "traits"),
@@ -436,6 +440,16 @@ async function renderProfile(kind, id) {
       ? el("ul", { className: "memberships" },
         links.map((other) => el("li", {}, profileLink(kind === "user" ? "account" : "user", other))))
       : el("p", { className: "muted" }, "none"),
+    // Acting in an account's context does not make a member: only a group call does.
+    ...(profile.notGrouped && profile.notGrouped.length
+      ? [
+        el("h3", {}, kind === "user"
+          ? "accounts acted in without a group call (account_not_grouped)"
+          : "users in its context without a group call (account_not_grouped)"),
+        el("ul", { className: "not-grouped" },
+          profile.notGrouped.map((other) => el("li", {}, profileLink(kind === "user" ? "account" : "user", other)))),
+      ]
+      : []),
     el("h3", {}, kind === "user" ? "recent events" : "events in this account's context"),
     summaryTable(profile.recent),
   );

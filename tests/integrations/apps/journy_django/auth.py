@@ -1,5 +1,9 @@
 from django.contrib.auth.middleware import PersistentRemoteUserMiddleware
 
+# The README's login signal (an app's AppConfig.ready() would import it): loaded with the
+# middleware, before the first login.
+from journy_django import signals  # noqa: F401
+
 
 class HeaderRemoteUserMiddleware(PersistentRemoteUserMiddleware):
     """Logs in the (existing) user named by the X-Remote-User header: a stand-in for a

@@ -6,6 +6,7 @@ from django.http import HttpResponse
 from django.urls import path
 
 import journy_analytics
+from journy_django.views import export
 
 
 def track(request):
@@ -45,6 +46,7 @@ async def fail_async(request):
 
 
 urlpatterns = [
+    path("export", export),  # the README's recipe view
     path("track", track),
     path("fail", fail),
     path("track-async", track_async),
