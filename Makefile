@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck unit bench soak clean browser-deps clean-install
+.PHONY: demo test lint typecheck unit bench soak clean browser-deps proxy-deps clean-install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,9 +36,23 @@ browser-deps:
 		exit 1; \
 	fi
 
+# The proxy tests run Debian's tinyproxy on a loopback port (tests/test_proxy.py).
+# Quick when it is there; as root, installs it with apt-get; otherwise says how.
+TINYPROXY := /usr/bin/tinyproxy
+proxy-deps:
+	@if [ -x $(TINYPROXY) ]; then \
+		echo "proxy-deps: $(TINYPROXY) is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null && \
+		echo "proxy-deps: installed $$($(TINYPROXY) -v 2>/dev/null)"; \
+	else \
+		echo "proxy-deps: no $(TINYPROXY); install it with: sudo apt-get install tinyproxy" >&2; \
+		exit 1; \
+	fi
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterator, List
 
 import pytest
@@ -11,6 +12,16 @@ from journy_analytics.collector import CollectorThread
 
 # Exactly what the README tells users to put in their conftest.py (the journy_capture fixture).
 pytest_plugins = ["journy_analytics.testing"]
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK reads HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY (as requests does).
+    A developer's or CI's proxy must not carry the tests' loopback requests elsewhere:
+    every test starts without them (tests of proxies set their own)."""
+    for name in list(os.environ):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ def test_garbage_retry_after_falls_back_to_backoff() -> None:
     assert clock.sleeps == [0.5]
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 501])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 501])
 def test_non_retryable_status_dropped_at_once(status: int) -> None:
     clock = FakeClock()
     transport = ScriptedTransport([Response(status, {}, b'{"error":"bad batch"}')])

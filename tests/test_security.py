@@ -396,8 +396,8 @@ def test_trusting_a_certificate_is_explicit_and_works(tls_server: Tuple[Scripted
 def test_default_transport_requires_certificates() -> None:
     transport = StdlibHttpClient()
     try:
-        conn = transport._new(("https", "example.invalid", 443), 1.0)
-        context = conn._context  # type: ignore[attr-defined]
+        conn = transport._new(("https", "example.invalid", 443))
+        context = conn.network.tls_context()
         assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     finally:
         transport.close()

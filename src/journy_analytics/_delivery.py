@@ -10,21 +10,22 @@ from __future__ import annotations
 import base64
 import random
 import re
-import ssl
 import time
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Union
+from urllib.parse import urljoin, urlsplit
 
 import orjson
 
 from journy_analytics._events import Emitter
 from journy_analytics._messages import now_iso
+from journy_analytics._network import NameResolutionError
 from journy_analytics._retry import Outcome, RetryPolicy
-from journy_analytics._transport import USER_AGENT, HttpClient, Response
+from journy_analytics._transport import USER_AGENT, HttpClient, Response, explain_failure
 from journy_analytics._types import Cause
 
-__all__ = ["Attempted", "BatchResult", "BatchSender", "RetryLater", "RetryState"]
+__all__ = ["Attempted", "BatchResult", "BatchSender", "RetryLater", "RetryState", "Split"]
 
 _BATCH_OPEN = b'{"batch":['
 
@@ -59,15 +60,26 @@ class RetryLater:
 
 
 @dataclass
+class Split:
+    """The server refused the request as too large (413): the batch is to be split in two
+    halves, each sent on its own (``bytes_sent``: the size of the refused request)."""
+
+    bytes_sent: int
+
+
+@dataclass
 class Attempted:
     """What one attempt did, for the live counters: it went out (``bytes_sent``), was it a
-    retry, did it get an answer it could use, and the failure in words."""
+    retry, did it get an answer it could use, the failure in words, and ``next``: what
+    happens to the batch now ("" when this was its last attempt: the batch's settlement
+    reports it, once)."""
 
     bytes_sent: int
     is_retry: bool
     ok: bool
     outage: bool
     failure: str
+    next: str = ""
 
 
 class RetryState:
@@ -103,6 +115,8 @@ class BatchSender:
         draw: Callable[[], float] = random.random,
     ) -> None:
         self._url = url
+        # Named in failure messages: the host, never the URL's credentials if it had any.
+        self._server = urlsplit(url).hostname or url
         self._key_json = orjson.dumps(write_key)
         self._policy = policy
         self._timeout = timeout
@@ -140,15 +154,20 @@ class BatchSender:
             headers["X-Retry-Count"] = str(retry_count)
         return headers
 
-    def start(self, events: List[bytes]) -> RetryState:
-        return RetryState(b",".join(events), len(events), self._clock())
+    def start(self, events: List[bytes], started: Optional[float] = None) -> RetryState:
+        """The state of a new batch; ``started``: a half of a split batch keeps the
+        whole batch's start, so the retry deadline still bounds every event."""
+        return RetryState(
+            b",".join(events), len(events), self._clock() if started is None else started
+        )
 
     def closed(self, state: RetryState, why: str) -> BatchResult:
         reason = f"{state.reason}; {why}" if state.reason else why
         return BatchResult(Cause.CLOSED, state.status, reason, state.retries)
 
-    def attempt(self, state: RetryState) -> Union[BatchResult, RetryLater]:
-        """One request. Returns how the batch ended, or how long it waits for the next."""
+    def attempt(self, state: RetryState) -> Union[BatchResult, RetryLater, Split]:
+        """One request. Returns how the batch ended, how long it waits for the next, or
+        that it must be split (413)."""
         retries = state.retries
         body = b"".join(
             (
@@ -202,15 +221,45 @@ class BatchSender:
             )
         policy = self._policy
         ok = policy.classify(status) is Outcome.DELIVERED
-        outage = response is None and _is_outage(error)
-        failure = "" if ok else self.redact(_describe(status, response, error))
-        self._observe(Attempted(len(body), retries > 0, ok, outage, failure))
+        outage = False
+        failure = ""
+        if not ok:
+            if response is None:
+                assert error is not None
+                explained = explain_failure(error, self._server)
+                outage = explained.outage
+                failure = self.redact(explained.text)
+            else:
+                failure = self.redact(self._describe(response))
         if ok:
+            self._observe(Attempted(len(body), retries > 0, True, False, "", ""))
             return BatchResult(None, status, "", retries)
         state.reason = failure
         if not outage:
             state.answered_failures += 1
+        if status == 413:
+            # Too large for this server: smaller requests may pass. A single event cannot
+            # be made smaller, and goes no further.
+            if state.count > 1:
+                self._observe(
+                    Attempted(
+                        len(body),
+                        retries > 0,
+                        False,
+                        False,
+                        failure,
+                        f"the batch of {state.count} events is split in two and sent again",
+                    )
+                )
+                return Split(len(body))
+            reason = (
+                f"{failure}; the event is too large for this server (a request of "
+                f"{len(body)} bytes with this event alone was refused); not retryable"
+            )
+            self._observe(Attempted(len(body), retries > 0, False, False, failure, ""))
+            return BatchResult(Cause.REJECTED, status, reason, retries)
         if self._aborted():
+            self._observe(Attempted(len(body), retries > 0, False, outage, failure, ""))
             return BatchResult(Cause.CLOSED, status, f"{failure}; the client closed", retries)
         decision = policy.decide(
             status=status,
@@ -224,37 +273,47 @@ class BatchSender:
         )
         if decision.outcome is Outcome.RETRY:
             state.retries = retries + 1
+            looks_down = outage and (error is None or not _is_lookup(error))
+            then = "the batch is kept and retried" + (
+                " (the server looks down)" if looks_down else ""
+            )
+            self._observe(Attempted(len(body), retries > 0, False, outage, failure, then))
             return RetryLater(decision.delay, decision.server_asked, outage)
+        # The last attempt: the settle report says what became of the batch, once.
+        self._observe(Attempted(len(body), retries > 0, False, outage, failure, ""))
         return BatchResult(decision.cause, status, f"{failure}; {decision.why}", retries)
 
+    def _describe(self, response: Response) -> str:
+        status = response.status
+        text = _short(response.body.decode("utf-8", "replace")) if response.body else ""
+        if response.proxy is not None:
+            if status in (401, 407):  # tinyproxy answers a CONNECT with bad credentials 401
+                return (
+                    f"the proxy {response.proxy} refused the request ({status}: it needs a "
+                    "user and password, or refused them): check the user and password of "
+                    "the proxy setting (proxy=, or the HTTPS_PROXY / HTTP_PROXY variable)"
+                )
+            return f"the proxy {response.proxy} refused to connect to {self._server} ({status})" + (
+                f": {text}" if text else ""
+            )
+        if 300 <= status < 400:
+            location = response.header("Location")
+            if not location:
+                return f"the server answered {status} (a redirect) without a Location"
+            target = urljoin(self._url, location)
+            parts = urlsplit(target)
+            return (
+                f"the server answered {status}, a redirect to {target}: redirects are not "
+                "followed (the write key must not go to another server); if that is the "
+                f"right server, set host='{parts.scheme}://{parts.netloc}'"
+            )
+        return f"the server answered {status}" + (f": {text}" if text else "")
 
-def _is_outage(error: Optional[BaseException]) -> bool:
-    """No answer because the server is down or unreachable (refused, reset, timed out), as
-    opposed to a TLS failure, which is a configuration problem and will not pass by itself."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, ssl.SSLError) or type(error).__name__ in (
-            "SSLError",
-            "CertificateError",
-            "SSLCertVerificationError",
-        ):
-            return False
-        reason = getattr(error, "reason", None)
-        error = (
-            reason if isinstance(reason, BaseException) else (error.__cause__ or error.__context__)
-        )
-    return True
 
-
-def _describe(
-    status: Optional[int], response: Optional[Response], error: Optional[BaseException]
-) -> str:
-    if response is None:
-        kind = type(error).__name__ if error is not None else "no answer"
-        return f"no answer from the server ({kind}: {_short(str(error))})"
-    text = _short(response.body.decode("utf-8", "replace")) if response.body else ""
-    return f"the server answered {status}" + (f": {text}" if text else "")
+def _is_lookup(error: BaseException) -> bool:
+    return isinstance(error, NameResolutionError) or isinstance(
+        error.__cause__, NameResolutionError
+    )
 
 
 def _short(text: str, limit: int = 200) -> str:

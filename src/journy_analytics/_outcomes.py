@@ -49,6 +49,8 @@ class Outcomes:
         self._abandoned: Dict[int, Batch] = {}
         self.delivered = 0
         self.batches_sent = 0
+        # Batches answered 413 and split in halves (each half's requests count in requests).
+        self.batches_split = 0
         self.requests = 0
         self.retried = 0
         self.bytes_sent = 0
@@ -96,13 +98,27 @@ class Outcomes:
                     now - (since or now),
                 )
             return
-        self._logs.log(
-            "attempt",
-            logging.WARNING,
-            "delivery attempt failed: %s; the batch is kept and retried%s",
-            attempted.failure,
-            " (the server looks down)" if attempted.outage else "",
-        )
+        if attempted.next:
+            # A last attempt is not logged here: the batch's settlement reports it, once.
+            self._logs.log(
+                "attempt",
+                logging.WARNING,
+                "delivery attempt failed: %s; %s",
+                attempted.failure,
+                attempted.next,
+            )
+
+    def split(self, batch: Batch, halves: List[Batch]) -> bool:
+        """A batch the server found too large (413) is replaced by its two halves, each
+        settled on its own. False if close_and_flush already gave up on it."""
+        with self._lock:
+            if batch.abandoned:
+                return False
+            self._outstanding.pop(batch.number, None)
+            for half in halves:
+                self._outstanding[half.number] = half
+            self.batches_split += 1
+        return True
 
     def settle(self, batch: Batch, result: BatchResult, kept: bool = False) -> None:
         """A batch's last attempt is over: count, report, then release flush waiters.
@@ -300,6 +316,7 @@ class Outcomes:
             "kept_in_spool": self.kept_in_spool,
             "found_in_spool": self.replayed,
             "batches_sent": self.batches_sent,
+            "batches_split": self.batches_split,
             "bytes_sent": self.bytes_sent,
             "last_error": None
             if last_error is None

@@ -15,12 +15,13 @@ delivered inline, in the thread that submits them, and the capacity count stays 
 from __future__ import annotations
 
 import heapq
+import itertools
 import queue
 import threading
 import time
 from typing import Callable, List, Optional, Tuple
 
-from journy_analytics._delivery import BatchResult, BatchSender, RetryLater
+from journy_analytics._delivery import BatchResult, BatchSender, RetryLater, Split
 from journy_analytics._logs import logger
 from journy_analytics._threads import signal_free
 from journy_analytics._types import Batch, data_of
@@ -36,11 +37,15 @@ class SenderPool:
         sender: BatchSender,
         wake: threading.Event,
         on_result: Callable[[Batch, BatchResult], None],
+        on_split: Callable[[Batch, List[Batch]], bool] = lambda batch, halves: False,
     ) -> None:
         self._max = max_concurrent
         self._sender = sender
         self._wake = wake
         self._on_result = on_result
+        self._on_split = on_split
+        # Halves of split batches are numbered below the queue's numbers (0, 1, 2...).
+        self._split_numbers = itertools.count(-2, -1)
         self._lock = threading.Lock()
         self._work: queue.SimpleQueue[Optional[Batch]] = queue.SimpleQueue()
         self._threads: List[threading.Thread] = []
@@ -127,6 +132,28 @@ class SenderPool:
 
     # -- the senders ----------------------------------------------------------------------
 
+    def _split(self, batch: Batch) -> bool:
+        """Replace ``batch`` by its two halves, due at once (the dispatcher sends them as
+        capacity allows). Positions stay contiguous: the flush watermark and the spool
+        see the halves as they saw the whole."""
+        items = batch.items
+        middle = len(items) // 2
+        started = batch.state.started
+        halves = [
+            Batch(next(self._split_numbers), batch.first_index, items[:middle]),
+            Batch(next(self._split_numbers), batch.first_index + middle, items[middle:]),
+        ]
+        for half in halves:
+            half.state = self._sender.start([data_of(item) for item in half.items], started)
+        if not self._on_split(batch, halves):
+            return False
+        now = time.monotonic()
+        with self._lock:
+            for half in halves:
+                heapq.heappush(self._parked, (now, half.number, half))
+            self.endpoint_down = False
+        return True
+
     def _serve(self) -> None:
         first = True
         while True:
@@ -156,6 +183,10 @@ class SenderPool:
         if batch.state is None:
             batch.state = sender.start([data_of(item) for item in batch.items])
         result = sender.attempt(batch.state)
+        if isinstance(result, Split):
+            if self._split(batch):
+                return
+            result = sender.closed(batch.state, "close_and_flush() gave up on it")
         if isinstance(result, RetryLater):
             now = time.monotonic()
             with self._lock:

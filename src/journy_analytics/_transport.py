@@ -30,10 +30,22 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Protocol, Tuple, runtime_checkable
 from urllib.parse import urlsplit
 
+from journy_analytics import _network
+from journy_analytics._network import NetworkSettings, Proxy, ProxyTunnelError
 from journy_analytics._threads import signal_free
 from journy_analytics._version import __version__
 
-__all__ = ["USER_AGENT", "HttpClient", "Response", "StdlibHttpClient"]
+__all__ = [
+    "USER_AGENT",
+    "Failure",
+    "HttpClient",
+    "NetworkSettings",
+    "ProxyConnectError",
+    "RequestTimeoutError",
+    "Response",
+    "StdlibHttpClient",
+    "explain_failure",
+]
 
 USER_AGENT = f"journy-analytics-python/{__version__}"
 
@@ -48,6 +60,9 @@ class Response:
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    #: Set when a proxy answered instead of the server (a 407, or a refused CONNECT):
+    #: the proxy's URL, without its password.
+    proxy: Optional[str] = None
 
     def header(self, name: str) -> Optional[str]:
         lowered = name.lower()
@@ -86,11 +101,11 @@ class _Watchdog:
     def __init__(self) -> None:
         self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
-        self._heap: List[Tuple[float, int, _Connection]] = []
+        self._heap: List[Tuple[float, int, _Watched]] = []
         self._ids = itertools.count()
         self._thread: Optional[threading.Thread] = None
 
-    def watch(self, deadline: float, conn: _Connection) -> None:
+    def watch(self, deadline: float, conn: _Watched) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's thread is not here
             self.__init__()  # type: ignore[misc]
         with self._cond:
@@ -126,7 +141,7 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
-class _Connection:
+class _Watched:
     __slots__ = ("conn", "done", "expired")
 
     def __init__(self, conn: http.client.HTTPConnection) -> None:
@@ -144,20 +159,104 @@ class _Connection:
                 pass
 
 
+class ProxyConnectError(OSError):
+    """The proxy itself could not be reached (refused, reset, no route, timed out)."""
+
+
+class _ProxyAnswered(Exception):
+    """The proxy refused the CONNECT with an answer of its own (407, 403...)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class _Connection(http.client.HTTPConnection):
+    """One keep-alive connection to a server, direct or through an http:// proxy.
+
+    ``connect`` bounds the name lookup and the connect by ``deadline`` (set before each
+    request), opens the ``CONNECT`` tunnel for an https:// server behind a proxy, and
+    checks the server's certificate against the server's own name."""
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        proxy: Optional[Proxy],
+        network: NetworkSettings,
+    ) -> None:
+        super().__init__(host, port)
+        self.scheme = scheme
+        self.proxy = proxy
+        self.network = network
+        self.deadline = 0.0
+
+    def connect(self) -> None:
+        proxy = self.proxy
+        if proxy is None:
+            sock = _network.connect(self.host, self.port, self.deadline, "host")
+        else:
+            try:
+                sock = _network.connect(proxy.host, proxy.port, self.deadline, proxy.source)
+            except _network.NameResolutionError:
+                raise
+            except OSError as exc:
+                raise ProxyConnectError(
+                    f"cannot connect to the proxy {proxy.display} ({type(exc).__name__}: "
+                    f"{exc}); check `{proxy.source}`"
+                ) from exc
+        self.sock = sock
+        if self.scheme != "https":
+            return
+        if proxy is not None:
+            self._tunnel_through(proxy, sock)
+        context = self.network.tls_context()
+        self.sock = context.wrap_socket(sock, server_hostname=self.host)
+
+    def _tunnel_through(self, proxy: Proxy, sock: socket.socket) -> None:
+        target = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}", f"User-Agent: {USER_AGENT}"]
+        authorization = proxy.authorization()
+        if authorization is not None:
+            lines.append(f"Proxy-Authorization: {authorization}")
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        answer = http.client.HTTPResponse(sock, method="CONNECT")
+        answer.begin()
+        if answer.status == 200:
+            return
+        body = answer.read() if answer.length else b""
+        headers = dict(answer.getheaders())
+        if answer.status >= 500:  # 502 from most proxies, 500 from tinyproxy
+            raise ProxyTunnelError(
+                f"the proxy {proxy.display} could not reach {target} "
+                f"({answer.status} {answer.reason}): the server looks down from the proxy"
+            )
+        raise _ProxyAnswered(Response(answer.status, headers, body, proxy=proxy.display))
+
+
 class StdlibHttpClient:
     """Default transport: keep-alive connections to one endpoint, TLS verified, every
-    request bounded by its timeout from connect to the last byte of the answer."""
+    request bounded by its timeout from the name lookup to the last byte of the answer.
+
+    ``network`` (a :class:`NetworkSettings`) says how to reach the server: the proxy
+    (from the environment by default) and the trust. ``ssl_context`` alone is a shortcut
+    for ``network=NetworkSettings(ssl_context=...)``."""
 
     def __init__(
         self,
         maxsize: int = 8,
         ssl_context: Optional[ssl.SSLContext] = None,
+        network: Optional[NetworkSettings] = None,
     ) -> None:
         self._maxsize = maxsize
-        self._ssl_context = ssl_context
+        self.network = network if network is not None else NetworkSettings(ssl_context=ssl_context)
         self._lock = threading.Lock()
-        self._idle: Dict[Tuple[str, str, int], List[http.client.HTTPConnection]] = {}
+        self._idle: Dict[Tuple[str, str, int], List[_Connection]] = {}
         self._targets: Dict[str, Tuple[Tuple[str, str, int], str]] = {}
+
+    def __repr__(self) -> str:
+        return f"StdlibHttpClient(maxsize={self._maxsize}, network={self.network!r})"
 
     def _target(self, url: str) -> Tuple[Tuple[str, str, int], str]:
         found = self._targets.get(url)
@@ -171,14 +270,12 @@ class StdlibHttpClient:
             found = self._targets[url] = ((scheme, parts.hostname or "", port), path)
         return found
 
-    def _new(self, key: Tuple[str, str, int], timeout: float) -> http.client.HTTPConnection:
+    def _new(self, key: Tuple[str, str, int]) -> _Connection:
         scheme, host, port = key
-        if scheme == "https":
-            context = self._ssl_context or _default_context()
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-        return http.client.HTTPConnection(host, port, timeout=timeout)
+        proxy = self.network.proxy_for(scheme, host, port)
+        return _Connection(scheme, host, port, proxy, self.network)
 
-    def _checkout(self, key: Tuple[str, str, int]) -> Optional[http.client.HTTPConnection]:
+    def _checkout(self, key: Tuple[str, str, int]) -> Optional[_Connection]:
         with self._lock:
             idle = self._idle.get(key)
             while idle:
@@ -188,7 +285,7 @@ class StdlibHttpClient:
                 conn.close()
         return None
 
-    def _checkin(self, key: Tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+    def _checkin(self, key: Tuple[str, str, int], conn: _Connection) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self._maxsize:
@@ -197,40 +294,72 @@ class StdlibHttpClient:
         conn.close()
 
     def send(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
+        return self.request("POST", url, body, headers, timeout)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: Optional[bytes],
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> Response:
+        """``send`` with any method (the REST client's GET and DELETE); ``body`` None sends
+        none. Raises for "no answer"; :func:`explain_failure` says what such an error means."""
         deadline = time.monotonic() + timeout
         key, path = self._target(url)
         # A keep-alive connection the server closed meanwhile is found and dropped by
-        # _checkout. There is no silent second try here: one layer retries (the worker's),
+        # _checkout. There is no silent second try here: one layer retries (the caller's),
         # and it counts every attempt.
-        conn = self._checkout(key) or self._new(key, timeout)
-        return self._exchange(key, conn, path, body, headers, deadline, timeout)
+        conn = self._checkout(key) or self._new(key)
+        return self._exchange(key, conn, method, url, path, body, headers, deadline, timeout)
 
     def _exchange(
         self,
         key: Tuple[str, str, int],
-        conn: http.client.HTTPConnection,
+        conn: _Connection,
+        method: str,
+        url: str,
         path: str,
-        body: bytes,
+        body: Optional[bytes],
         headers: Mapping[str, str],
         deadline: float,
         timeout: float,
     ) -> Response:
-        watched = _Connection(conn)
+        watched = _Watched(conn)
         _watchdog.watch(deadline, watched)
+        proxy = conn.proxy
+        sent = dict(headers)
+        if proxy is not None and conn.scheme == "http":
+            # Plain http:// through the proxy: the request line carries the whole URL.
+            path = url
+            authorization = proxy.authorization()
+            if authorization is not None:
+                sent["Proxy-Authorization"] = authorization
         try:
             remaining = max(0.001, deadline - time.monotonic())
+            conn.deadline = deadline
             conn.timeout = remaining
             if conn.sock is not None:
                 conn.sock.settimeout(remaining)
-            conn.request("POST", path, body=body, headers=dict(headers))
+            conn.request(method, path, body=body, headers=sent)
             answer = conn.getresponse()
-            data = answer.read()
             status = answer.status
             answer_headers = dict(answer.getheaders())
             reusable = not answer.will_close
+            try:
+                data = answer.read()
+            except (ConnectionError, http.client.IncompleteRead) as exc:
+                # The status is the answer: a server or proxy that closes the connection
+                # after its headers (tinyproxy's 407 resets it) still answered.
+                data = getattr(exc, "partial", b"") or b""
+                reusable = False
+        except _ProxyAnswered as refused:
+            conn.close()
+            return refused.response
         except BaseException as exc:
             conn.close()
-            if watched.expired:
+            if watched.expired and not isinstance(exc, _network.NameResolutionError):
                 raise RequestTimeoutError(
                     f"no complete answer within http_request_timeout={timeout:g}s"
                 ) from exc
@@ -246,6 +375,8 @@ class StdlibHttpClient:
             self._checkin(key, conn)
         else:
             conn.close()
+        if status == 407 and proxy is not None:
+            return Response(status, answer_headers, data, proxy=proxy.display)
         return Response(status, answer_headers, data)
 
     def close(self) -> None:
@@ -269,11 +400,76 @@ def _still_open(conn: http.client.HTTPConnection) -> bool:
     return not readable
 
 
-_context: Optional[ssl.SSLContext] = None
+@dataclass(frozen=True)
+class Failure:
+    """What an error raised by a transport means: ``text`` says what happened and what to
+    check (never a key or a password); ``outage`` is True when the server (or the proxy)
+    is down or unreachable, a state that passes by itself, and False for a failure that
+    retrying will not fix soon (TLS trust, an answer that is not HTTP)."""
+
+    text: str
+    outage: bool
 
 
-def _default_context() -> ssl.SSLContext:
-    global _context
-    if _context is None:
-        _context = ssl.create_default_context()
-    return _context
+_CERTIFICATE_HINT = (
+    "if a company proxy or firewall inspects TLS, trust its CA: "
+    "ssl_context=ssl.create_default_context(cafile='company-ca.pem'), "
+    "or SSL_CERT_FILE=company-ca.pem"
+)
+
+
+def explain_failure(error: BaseException, host: str = "the server") -> Failure:
+    """Name the failure behind ``error`` (raised by ``send``/``request``) for ``host``."""
+    seen = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found = _explain_one(current, host)
+        if found is not None:
+            return found
+        reason = getattr(current, "reason", None)
+        current = (
+            reason
+            if isinstance(reason, BaseException)
+            else (current.__cause__ or current.__context__)
+        )
+    return Failure(f"no answer from {host} ({type(error).__name__}: {_one_line(error)})", True)
+
+
+def _explain_one(error: BaseException, host: str) -> Optional[Failure]:
+    kind = type(error).__name__
+    if isinstance(error, (_network.NameResolutionError, ProxyTunnelError, ProxyConnectError)):
+        return Failure(str(error), True)
+    if isinstance(error, RequestTimeoutError):
+        return Failure(f"no answer from {host} ({error})", True)
+    if isinstance(error, ssl.SSLCertVerificationError) or kind == "CertificateError":
+        why = getattr(error, "verify_message", None) or _one_line(error)
+        code = getattr(error, "reason", None)
+        label = f"{kind} {code}" if isinstance(code, str) else kind
+        return Failure(
+            f"the TLS certificate of {host} was not accepted ({label}: {why}); "
+            + _CERTIFICATE_HINT,
+            False,
+        )
+    if isinstance(error, ssl.SSLError) or kind in ("SSLError", "SSLCertVerificationError"):
+        text = _one_line(error)
+        hint = (
+            "; does it speak plain http://? check the scheme of `host`"
+            if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text
+            else ""
+        )
+        return Failure(f"TLS with {host} failed ({kind}: {text}){hint}", False)
+    if isinstance(error, (http.client.RemoteDisconnected, http.client.IncompleteRead)):
+        return Failure(f"no answer from {host} (the connection closed: {kind})", True)
+    if isinstance(error, http.client.HTTPException):
+        return Failure(
+            f"{host} answered something that is not HTTP ({kind}: {_one_line(error)}): "
+            "check `host` and its port",
+            False,
+        )
+    return None
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -125,6 +125,7 @@ class Worker:
             sender=sender,
             wake=self._wake,
             on_result=self._on_result,
+            on_split=self._outcomes.split,
         )
         self._dispatcher: Optional[threading.Thread] = None
         self._no_threads = False

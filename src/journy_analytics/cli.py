@@ -46,6 +46,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -112,6 +119,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--path",
         default=DEFAULT_PATH,
         help="batch path (default: /backend/v1/batch; /v1/batch is always served too)",
+    )
+    col.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="answer 413 to ingest bodies over N bytes (default: 512000, as journy.io)",
     )
     faults = col.add_argument_group(
         "fault injection", "off by default; applies to ingest requests only"
@@ -333,12 +347,14 @@ async def _serve(args: argparse.Namespace, faults: Any) -> int:
         print(f"journy collector: cannot open database {db}: {exc}", file=sys.stderr)
         return 1
     try:
+        limits = {} if args.max_body_bytes is None else {"max_body_bytes": args.max_body_bytes}
         state = CollectorState(
             store,
             write_keys=args.write_keys,
             path=args.path,
             faults=faults,
             allowed_hosts=args.allowed_hosts,
+            **limits,
         )
         server = Server(state, args.host, args.port)
         try:

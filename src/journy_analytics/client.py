@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from journy_analytics._encoding import encode_event
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._events import Emitter, Handler
 from journy_analytics._logs import logger
+from journy_analytics._network import PROXY_FROM_ENV, NetworkSettings, _FromEnvironment
 from journy_analytics._plugins import PluginChain
 from journy_analytics._retry import RetryPolicy
 from journy_analytics._scope import active_scope as _active_scope
@@ -85,6 +87,8 @@ class Analytics:
         retry_policy: Optional[RetryPolicy] = None,
         spool_commit_interval: float = 0.2,
         enqueue_timeout: float = 0.0,
+        proxy: Union[str, _FromEnvironment, None] = PROXY_FROM_ENV,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         if not isinstance(write_key, str) or not write_key.strip():
             raise ValueError(
@@ -131,6 +135,14 @@ class Analytics:
         # Back-pressure for backfills: an event method waits this long for room in a full
         # queue before the event is dropped and reported as queue_full (0: never waits).
         _positive_number("enqueue_timeout", enqueue_timeout, allow_zero=True)
+        # How requests reach the server (docs: README "Networks"): the proxy, from the
+        # environment unless given (None: never one), and the trust for https://.
+        network = NetworkSettings(proxy=proxy, ssl_context=ssl_context)
+        if http_client is not None and (proxy is not PROXY_FROM_ENV or ssl_context is not None):
+            raise ValueError(
+                "proxy= and ssl_context= configure the default transport; with http_client= "
+                "configure them on your own transport instead"
+            )
         self.host = host
         self.path = path
         self.disable = bool(disable)
@@ -153,7 +165,7 @@ class Analytics:
         else:
 
             def make() -> HttpClient:
-                return StdlibHttpClient(maxsize=max_concurrent_requests)
+                return StdlibHttpClient(maxsize=max_concurrent_requests, network=network)
 
             owns = True
         self._config = WorkerConfig(

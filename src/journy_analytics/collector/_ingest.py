@@ -88,8 +88,8 @@ class PreparedEvent(NamedTuple):
         return self.user_id if self.user_id is not None else self.anonymous_id
 
 
-def decode_body(raw: bytes, content_encoding: Optional[str]) -> bytes:
-    """Undo ``Content-Encoding`` with the decompressed size capped at ``MAX_BODY_BYTES``."""
+def decode_body(raw: bytes, content_encoding: Optional[str], limit: int = MAX_BODY_BYTES) -> bytes:
+    """Undo ``Content-Encoding`` with the decompressed size capped at ``limit`` bytes."""
     encoding = (content_encoding or "").strip().lower()
     if encoding in ("", "identity"):
         return raw
@@ -103,15 +103,11 @@ def decode_body(raw: bytes, content_encoding: Optional[str]) -> bytes:
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
             # Asking for at most one byte over the cap is what defuses a gzip bomb.
-            out += inflater.decompress(data, MAX_BODY_BYTES + 1 - len(out))
+            out += inflater.decompress(data, limit + 1 - len(out))
         except zlib.error as exc:
             raise IngestError(400, "bad_gzip", f"body is not valid gzip: {exc}") from None
-        if len(out) > MAX_BODY_BYTES or inflater.unconsumed_tail:
-            raise IngestError(
-                413,
-                "body_too_large",
-                f"decompressed body exceeds {MAX_BODY_BYTES} bytes",
-            )
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise IngestError(413, "body_too_large", f"decompressed body exceeds {limit} bytes")
         if not inflater.eof:
             raise IngestError(400, "bad_gzip", "gzip body is truncated")
         data = inflater.unused_data

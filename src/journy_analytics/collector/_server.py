@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import ssl
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -86,6 +87,7 @@ class CollectorState:
         path: str = DEFAULT_PATH,
         faults: Optional[Faults] = None,
         max_logged_requests: int = 1000,
+        max_body_bytes: int = MAX_BODY_BYTES,
         allowed_hosts: Iterable[str] = (),
     ) -> None:
         if not path.startswith("/"):
@@ -98,6 +100,12 @@ class CollectorState:
         self.path = path
         self.faults = FaultInjector(faults)
         self.requests: Deque[dict[str, Any]] = collections.deque(maxlen=max_logged_requests)
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
+            raise ValueError(f"max_body_bytes must be an int, not {max_body_bytes!r}")
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be at least 1, not {max_body_bytes}")
+        # Larger ingest bodies are answered 413 (as journy.io answers above its own limit).
+        self.max_body_bytes = max_body_bytes
         # Host names the collector answers besides loopback and its bound address.
         self.allowed_hosts = tuple(allowed_hosts)
 
@@ -138,12 +146,12 @@ def _basic_auth_key(header: Optional[str]) -> Optional[str]:
     return decoded.partition(":")[0] or None
 
 
-async def _read_body(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
         raise IngestError(
             413,
             "body_too_large",
-            f"body is {request.content_length} bytes, over the {MAX_BODY_BYTES} limit",
+            f"body is {request.content_length} bytes, over the {limit} limit",
         )
     chunks: list[bytes] = []
     size = 0
@@ -156,8 +164,8 @@ async def _read_body(request: web.Request) -> bytes:
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise IngestError(413, "body_too_large", f"body exceeds {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise IngestError(413, "body_too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
 
 
@@ -221,7 +229,7 @@ async def _ingest(
     if decision.delay > 0:
         counters["faults.delayed"] = 1
         await asyncio.sleep(decision.delay)
-    raw = await _read_body(request)
+    raw = await _read_body(request, state.max_body_bytes)
     record["size"] = len(raw)
     if decision.rate_limited:
         counters["faults.rate_limited"] = 1
@@ -234,7 +242,7 @@ async def _ingest(
         counters["faults.failed"] = 1
         return _error(decision.fail_status, "injected_fault", "fault injected by the collector")
 
-    body = decode_body(raw, request.headers.get("Content-Encoding"))
+    body = decode_body(raw, request.headers.get("Content-Encoding"), state.max_body_bytes)
     obj = parse_json(body)
     # Kept encoded, decoded when read (``logged_requests``): a thousand parsed batches
     # would be a million live objects for the garbage collector to walk again and again.
@@ -655,8 +663,15 @@ def create_app(state: CollectorState, bound_host: str = "127.0.0.1") -> web.Appl
 class Server:
     """One run of the HTTP server on the current event loop."""
 
-    def __init__(self, state: CollectorState, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        state: CollectorState,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: Optional[ssl.SSLContext] = None,
+    ) -> None:
         self._state = state
+        self._ssl_context = ssl_context
         self._host = host
         self._port = port
         self._runner: Optional[web.AppRunner] = None
@@ -674,7 +689,9 @@ class Server:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+            site = web.TCPSite(
+                runner, self._host, self._port, reuse_address=True, ssl_context=self._ssl_context
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from types import TracebackType
@@ -12,6 +13,7 @@ import orjson
 
 from journy_analytics._threads import signal_free
 from journy_analytics.collector._faults import Faults
+from journy_analytics.collector._ingest import MAX_BODY_BYTES
 from journy_analytics.collector._server import (
     DEFAULT_PATH,
     CollectorState,
@@ -59,6 +61,8 @@ class CollectorThread:
         port: int = 0,
         host: str = "127.0.0.1",
         max_logged_requests: int = 1000,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         self._db = db
         self._write_keys = None if write_keys is None else list(write_keys)
@@ -67,6 +71,9 @@ class CollectorThread:
         self._host = host
         self._port = port
         self._max_logged_requests = max_logged_requests
+        self._max_body_bytes = max_body_bytes
+        # Serve https:// with this context (tests of TLS trust and of proxies' CONNECT).
+        self._ssl_context = ssl_context
         self._state: Optional[CollectorState] = None
         self._lock = threading.RLock()
         self._thread: Optional[threading.Thread] = None
@@ -89,6 +96,7 @@ class CollectorThread:
                     path=self._path,
                     faults=self._initial_faults,
                     max_logged_requests=self._max_logged_requests,
+                    max_body_bytes=self._max_body_bytes,
                 )
             ready = threading.Event()
             outcome: dict[str, Any] = {}
@@ -113,7 +121,7 @@ class CollectorThread:
     def _run(self, state: CollectorState, ready: threading.Event, outcome: dict[str, Any]) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        server = Server(state, self._host, self._port)
+        server = Server(state, self._host, self._port, self._ssl_context)
         try:
             try:
                 outcome["port"] = loop.run_until_complete(server.start())
@@ -180,7 +188,8 @@ class CollectorThread:
     def url(self) -> str:
         """``http://127.0.0.1:PORT``: what to pass as ``Analytics(host=...)``."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self._port}"
 
     @property
     def path(self) -> str:

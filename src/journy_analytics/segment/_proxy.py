@@ -1,25 +1,18 @@
-"""segment's ``proxies`` setting (requests' format) on urllib3's ProxyManager.
-
-urllib3 is not a dependency of journy-analytics: it is imported only when a client is
-created with ``proxies``, so ``import journy_analytics.segment`` works in a clean install.
-"""
+"""segment's ``proxies`` setting (requests' format), read into the SDK's ``proxy=``."""
 
 from __future__ import annotations
 
-import os
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
-from journy_analytics._transport import Response
-
-__all__ = ["ProxyHttpClient", "proxy_for"]
+__all__ = ["proxy_for"]
 
 _KEYS = ("http", "https", "all")
 
 
 def proxy_for(proxies: Mapping[str, str], endpoint: str) -> Optional[str]:
-    """The proxy URL for ``endpoint`` from a requests-style ``proxies`` dict, or None to go
-    direct (as requests does when no entry matches the scheme)."""
+    """The proxy URL for ``endpoint`` from a requests-style ``proxies`` dict, or None when
+    no entry matches its scheme (requests then reads the environment, and so do we)."""
     if not isinstance(proxies, Mapping):
         raise ValueError(
             "proxies must be a dict like {'https': 'http://proxy.example.com:3128'}, "
@@ -39,59 +32,9 @@ def proxy_for(proxies: Mapping[str, str], endpoint: str) -> Optional[str]:
         raise ValueError(f"proxies[{scheme!r}] must be a URL string, not {url!r}")
     if "://" not in url:
         url = "http://" + url  # requests' reading of 'host:port'
-    if urlsplit(url).scheme not in ("http", "https"):
+    if urlsplit(url).scheme != "http":
         raise ValueError(
-            f"proxy {url!r}: only http:// and https:// proxies are supported (not SOCKS)"
+            f"proxy {urlsplit(url).scheme}://...: only http:// proxies are supported (not "
+            "SOCKS or https://); https:// requests still go through it encrypted (CONNECT)"
         )
     return url
-
-
-class ProxyHttpClient:
-    """An ``HttpClient`` that posts through one HTTP(S) proxy (CONNECT for https targets)."""
-
-    def __init__(self, proxy_url: str, maxsize: int = 1) -> None:
-        self.proxy_url = proxy_url
-        self._maxsize = maxsize
-        self._make()
-
-    def _make(self) -> None:
-        urllib3 = _urllib3()
-        self._pid = os.getpid()
-        self._timeout = urllib3.Timeout
-        self._pool = urllib3.ProxyManager(
-            self.proxy_url,
-            maxsize=self._maxsize,
-            block=False,
-            retries=False,
-            cert_reqs="CERT_REQUIRED",
-        )
-
-    def send(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
-        if self._pid != os.getpid():
-            self._make()  # a forked child must not share its parent's sockets
-        answer: Any = self._pool.urlopen(
-            "POST",
-            url,
-            body=body,
-            headers=dict(headers),
-            timeout=self._timeout(total=timeout),
-            retries=False,
-            redirect=False,
-            preload_content=True,
-            decode_content=False,
-        )
-        return Response(answer.status, answer.headers, answer.data or b"")
-
-    def close(self) -> None:
-        self._pool.clear()
-
-
-def _urllib3() -> Any:
-    try:
-        import urllib3
-    except ImportError:
-        raise ImportError(
-            "segment's proxies setting needs urllib3, which journy-analytics does not install: "
-            "pip install urllib3 (or leave proxies unset)"
-        ) from None
-    return urllib3

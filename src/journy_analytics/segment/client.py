@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 
 from journy_analytics import _messages as m
 from journy_analytics._errors import DeliveryError, ValidationError
+from journy_analytics._network import PROXY_FROM_ENV
 from journy_analytics._retry import RetryPolicy
 from journy_analytics.client import Analytics
-from journy_analytics.segment._proxy import ProxyHttpClient, proxy_for
+from journy_analytics.segment._proxy import proxy_for
 
 __all__ = ["DEFAULT_HOST", "Client", "SegmentValidationError"]
 
@@ -247,11 +248,9 @@ class Client:
                 _add_debug_handler(self.log)
 
         base, path = _endpoint(host)
-        http_client = None
-        if proxies:
-            proxy_url = proxy_for(proxies, base)
-            if proxy_url is not None:
-                http_client = ProxyHttpClient(proxy_url, maxsize=thread)
+        # As requests does: an entry of proxies for the endpoint's scheme wins, otherwise
+        # HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the environment.
+        proxy = (proxy_for(proxies, base) if proxies else None) or PROXY_FROM_ENV
         if sync_mode:
             # segment's sync_mode makes one POST per call, no retry: a failed attempt is final
             # at once (deadline 0 ends an outage too), so the call can report it.
@@ -270,8 +269,8 @@ class Client:
                 flush_interval=upload_interval,
                 http_request_timeout=timeout,
                 disable=not send,
-                http_client=http_client,
                 max_queue_size=max_queue_size,
+                proxy=proxy,
                 gzip=bool(gzip),
                 max_concurrent_requests=thread,
                 retry_policy=policy,
