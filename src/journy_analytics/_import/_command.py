@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import os
 import sys
+import urllib.parse
 from typing import Any, Dict, List, Tuple
 
 from journy_analytics._import._checkpoint import Checkpoint
@@ -20,10 +21,15 @@ from journy_analytics._import._parallel import ParallelImport, default_jobs
 from journy_analytics._import._progress import Progress
 from journy_analytics._import._readers import FORMATS, Source
 from journy_analytics._import._rows import TYPES, RowMapper, parse_mapping
+from journy_analytics.client import DEFAULT_HOST, DEFAULT_PATH
 
 __all__ = ["add_import_command", "run_import_command"]
 
 _KEY_ENV = "JOURNY_WRITE_KEY"
+# The module client's variables (journy_analytics._default): a backfill meant for the local
+# collector must not go to journy.io because only the key came from the environment.
+_HOST_ENV = "JOURNY_HOST"
+_PATH_ENV = "JOURNY_PATH"
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
@@ -75,9 +81,10 @@ def add_import_command(sub: Any) -> None:
         help=f"journy.io write key (default: ${_KEY_ENV}; the environment keeps it out of ps)",
     )
     p.add_argument(
-        "--host", default="https://analyze.journy.io", help="base URL (default: journy.io)"
+        "--host",
+        help=f"base URL (default: ${_HOST_ENV}, else {DEFAULT_HOST})",
     )
-    p.add_argument("--path", default="/backend/v1/batch", help="batch path")
+    p.add_argument("--path", help=f"batch path (default: ${_PATH_ENV}, else {DEFAULT_PATH})")
     p.add_argument("--format", choices=FORMATS, help="input format (default: from the name)")
     p.add_argument(
         "--map",
@@ -120,6 +127,13 @@ def add_import_command(sub: Any) -> None:
         default="auto",
         help="auto: a bar on a terminal (with the import extra), a line every 5 s otherwise",
     )
+
+
+def _shown(host: str, path: str) -> str:
+    """The destination as printed: without any user:password part of the URL."""
+    parts = urllib.parse.urlsplit(host.rstrip("/") + path)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _identity(args: argparse.Namespace, sources: List[Source]) -> Tuple[dict[str, Any], Any]:
@@ -174,6 +188,9 @@ def _run(
 def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
     out = out or sys.stdout
     err = sys.stderr
+    # The flag wins over the environment, which wins over the SDK's default.
+    args.host = args.host or os.environ.get(_HOST_ENV) or DEFAULT_HOST
+    args.path = args.path or os.environ.get(_PATH_ENV) or DEFAULT_PATH
     if not args.dry_run and not args.write_key:
         print(
             f"journy import: pass --write-key KEY or set ${_KEY_ENV} (or use --dry-run)",
@@ -207,6 +224,7 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
         except ValueError as exc:
             print(f"journy import: {exc}", file=err)
             return EXIT_USAGE
+        print(f"journy import: sending to {_shown(args.host, args.path)}", file=err, flush=True)
         identity, describe = _identity(args, sources)
         checkpoint = Checkpoint.in_directory(args.checkpoint_dir, identity, describe)
         if not args.restart:
