@@ -117,12 +117,14 @@ def test_line_blocks_number_lines_past_blanks_and_skip_done_rows(tmp_path: Path)
     rows = [_event(i) for i in range(10)]
     path = _write_jsonl(tmp_path / "e.jsonl", [rows[0], b"", rows[1], b"  ", *rows[2:]])
     blocks = list(Source(str(path)).line_blocks(skip=3, size=1))
-    assert sum(skipped for skipped, _, _ in blocks) == 3
-    lines = [n for _, numbers, _ in blocks for n in numbers]
-    texts = [t for _, _, block in blocks for t in block]
+    assert sum(skipped for skipped, _, _, _ in blocks) == 3
+    lines = [n for _, numbers, _, _ in blocks for n in numbers]
+    texts = [t for _, _, block, _ in blocks for t in block]
     assert lines == list(range(6, 13))  # rows 0, 1, 2 were on lines 1, 3 and 5
     assert [orjson.loads(t)["properties"]["row"] for t in texts] == list(range(3, 10))
-    assert list(Source(str(path)).rows(3, raw=True))[3:] == list(zip(lines, texts))
+    assert list(Source(str(path)).rows(3, raw=True))[3:] == [
+        (n, t, 0) for n, t in zip(lines, texts)
+    ]
 
 
 def test_gzipped_inputs_read_like_plain_ones(tmp_path: Path) -> None:
@@ -139,7 +141,7 @@ def test_gzipped_inputs_read_like_plain_ones(tmp_path: Path) -> None:
     packed_csv = tmp_path / "users.csv.gz"
     packed_csv.write_bytes(gzip.compress(csv_text.encode()))
     read = list(Source(str(packed_csv)).rows())
-    assert read[3] == (5, {"user_id": "u3", "action": "Signed Up"}) and len(read) == 20
+    assert read[3] == (5, {"user_id": "u3", "action": "Signed Up"}, 0) and len(read) == 20
 
 
 def test_auto_jobs_is_one_process_for_small_inputs_and_a_worker_per_core_otherwise() -> None:

@@ -4,11 +4,19 @@ the environment's host, typed CSV columns, the progress estimate, re-runs, Ctrl-
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
+from typing import Any, Dict, List, Tuple
 
+import orjson
 import pytest
-from tests.test_import import _event, _write_jsonl
+from tests.test_import import _event, _import, _rows_seen, _write_jsonl
 
+from journy_analytics import bulk
+from journy_analytics._import._command import EXIT_DAMAGED
+from journy_analytics._import._readers import Source
+from journy_analytics._import._rows import RowMapper
 from journy_analytics.cli import main as journy
 from journy_analytics.collector import CollectorThread
 
@@ -43,3 +51,114 @@ def test_import_sends_to_journy_host_from_the_environment_and_the_flag_wins(
     assert _plain_import(tmp_path, str(path), "--host", collector.url, "--restart") == 0
     assert f"sending to {collector.url}/v1/batch" in capsys.readouterr().err
     assert collector.stats()["duplicates"] == 6
+
+
+def _checkpoint_file(tmp: Path) -> Path:
+    files = list((tmp / ".journy-import").glob("*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def _message_ids(collector: CollectorThread) -> List[str]:
+    return sorted(e["messageId"] for e in collector.events())
+
+
+@pytest.mark.parametrize("first, then", [("1", "2"), ("2", "1")])
+def test_identical_rows_are_separate_events_with_the_same_ids_on_every_run(
+    collector: CollectorThread, tmp_path: Path, first: str, then: str
+) -> None:
+    # Two page views in the same second, and a third: three events, not one.
+    same = {"type": "page", "userId": "u1", "name": "Pricing", "timestamp": "2021-01-01T00:28:00Z"}
+    other = {**same, "name": "Home"}
+    path = _write_jsonl(tmp_path / "views.jsonl", [same, same, other, b"", same])
+    assert _import(collector, tmp_path, str(path), "--jobs", first) == 0
+    events = collector.events()
+    assert len(events) == 4 and collector.stats()["duplicates"] == 0
+    ids = _message_ids(collector)
+    # Again from scratch, with the other number of processes: the same four ids.
+    collector.reset()
+    assert _import(collector, tmp_path, str(path), "--jobs", then, "--restart") == 0
+    assert _message_ids(collector) == ids
+
+    def message_id(row: Dict[str, Any], nth: int) -> str:
+        return str(RowMapper().call(row, nth)[1]["message_id"])
+
+    assert ids == sorted(
+        [message_id(same, 0), message_id(same, 1), message_id(other, 0), message_id(same, 2)]
+    )
+    # Resumed after two rows (as after a crash): the rows before the checkpoint are still
+    # counted, so the third identical row gets its id again.
+    checkpoint = _checkpoint_file(tmp_path)
+    state = orjson.loads(checkpoint.read_bytes())
+    for jobs in (first, then):
+        collector.reset()
+        checkpoint.write_bytes(orjson.dumps({**state, "rows_done": 2, "complete": False}))
+        assert _import(collector, tmp_path, str(path), "--jobs", jobs) == 0
+        assert _message_ids(collector) == sorted([message_id(other, 0), message_id(same, 2)])
+
+
+def test_bulk_send_keeps_identical_rows_apart(collector: CollectorThread) -> None:
+    row = {"type": "track", "userId": "u1", "event": "Add to cart", "timestamp": "2021-01-01"}
+    assert bulk.send([row, row], write_key="k", host=collector.url).delivered == 2
+    assert bulk.send([row, row], write_key="k", host=collector.url).delivered == 2
+    assert len(collector.events()) == 2 and collector.stats()["duplicates"] == 2
+
+
+def _cut_gzip(tmp: Path, rows: int, keep: float) -> Tuple[Path, int]:
+    """A .jsonl.gz of ``rows`` events cut after ``keep`` of its bytes, and the number of
+    whole lines that can still be read from it."""
+    plain = _write_jsonl(tmp / "plain.jsonl", [_event(i) for i in range(rows)])
+    packed = gzip.compress(plain.read_bytes())
+    cut = packed[: int(len(packed) * keep)]
+    path = tmp / "export.jsonl.gz"
+    path.write_bytes(cut)
+    readable = zlib.decompressobj(wbits=31).decompress(cut).count(b"\n")
+    assert 0 < readable < rows
+    return path, readable
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_cut_gzip_file_delivers_every_readable_row_then_says_where_it_was_cut(
+    collector: CollectorThread,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    jobs: str,
+) -> None:
+    path, readable = _cut_gzip(tmp_path, 6000, 0.6)
+    assert _import(collector, tmp_path, str(path), "--jobs", jobs) == EXIT_DAMAGED
+    assert _rows_seen(collector) == list(range(readable))
+    captured = capsys.readouterr()
+    assert f"delivered: {readable:,}" in captured.out
+    assert f"DAMAGED INPUT: {path}: the compressed data ends early" in captured.err
+    assert f"line {readable + 1:,} is incomplete" in captured.err
+    # Run again: nothing more to send, and the damage is reported again.
+    assert _import(collector, tmp_path, str(path), "--jobs", jobs) == EXIT_DAMAGED
+    assert collector.stats()["duplicates"] == 0
+
+
+def test_a_corrupt_gzip_file_is_reported_too(tmp_path: Path) -> None:
+    plain = _write_jsonl(tmp_path / "plain.jsonl", [_event(i) for i in range(3000)])
+    packed = bytearray(gzip.compress(plain.read_bytes()))
+    packed[len(packed) // 2 : len(packed) // 2 + 64] = bytes(64)
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(bytes(packed))
+    source = Source(str(path))
+    # Deflate finds most damage only at the checksum: the garbage rows before it are
+    # refused as bad JSON, and the file is reported as damaged, not read to a clean end.
+    assert len(list(source.rows())) > 1000
+    assert source.damage is not None and "corrupt" in source.damage and str(path) in source.damage
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_byte_order_mark_is_not_part_of_the_first_row(
+    collector: CollectorThread, tmp_path: Path, jobs: str
+) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(orjson.dumps(_event(i)) for i in range(3)))
+    assert _import(collector, tmp_path, str(path), "--jobs", jobs) == 0
+    assert _rows_seen(collector) == [0, 1, 2]
+    table = tmp_path / "bom.csv"
+    table.write_bytes(b"\xef\xbb\xbfuser_id,action\r\nu1,Signed Up\r\n")
+    mapping = "userId=user_id,event=action"
+    assert _import(collector, tmp_path, str(table), "--jobs", jobs, "--map", mapping) == 0
+    assert collector.user("u1") is not None

@@ -24,7 +24,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 from journy_analytics._import._checkpoint import Checkpoint
 from journy_analytics._import._engine import SKIPPED, ImportReport, Reject, Rows, execute
-from journy_analytics._import._rows import RowMapper, parse_mapping
+from journy_analytics._import._readers import record_key
+from journy_analytics._import._rows import Occurrences, RowMapper, parse_mapping
 from journy_analytics._retry import RetryPolicy
 from journy_analytics.client import DEFAULT_HOST, Analytics
 
@@ -75,13 +76,15 @@ def _rows(events: Iterable[Any]) -> Any:
     return rows
 
 
-def _numbered(events: Iterable[Any], skip: int) -> Iterator[Tuple[Optional[int], Any]]:
+def _numbered(events: Iterable[Any], skip: int) -> Iterator[Tuple[Optional[int], Any, int]]:
+    # Identical rows are separate events: each gets its number among them (docs/import.md).
+    occurrences = Occurrences()
     for position, row in enumerate(events, 1):
-        if position <= skip:
-            yield position, SKIPPED
-            continue
         as_dict = getattr(row, "asDict", None)  # a pyspark Row
-        yield position, as_dict(recursive=True) if as_dict is not None else row
+        if as_dict is not None:
+            row = as_dict(recursive=True)
+        nth = occurrences(record_key(row))
+        yield position, SKIPPED if position <= skip else row, nth
 
 
 def send(

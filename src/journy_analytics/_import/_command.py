@@ -2,8 +2,9 @@
 
 Exit status: 0 every row delivered (or valid, with ``--dry-run``); 1 the input was read to
 its end but some rows were refused; 3 the import stopped early (the server unreachable or
-refusing the write key): run the same command again to resume; 130 interrupted (Ctrl-C),
-resumable too; 2 a usage error.
+refusing the write key): run the same command again to resume; 4 an input is damaged (a
+``.gz`` file cut short or corrupt): every row before the damage was imported; 130
+interrupted (Ctrl-C), resumable too; 2 a usage error.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _PATH_ENV = "JOURNY_PATH"
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
+EXIT_DAMAGED = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -260,6 +262,16 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
         print(f"\njourny import: interrupted; run the same command to resume{where}", file=err)
         return EXIT_INTERRUPTED
     print(report.summary(), file=out)
+    damaged = [s.damage for s in sources if s.damage]
+    for damage in damaged:
+        print(f"journy import: DAMAGED INPUT: {damage}", file=err)
     if report.stopped:
         return EXIT_STOPPED
+    if damaged:
+        print(
+            "journy import: every row before the damage was imported; fix or re-export the "
+            "file and import it again (rows already sent have the same ids: no duplicates)",
+            file=err,
+        )
+        return EXIT_DAMAGED
     return 0 if report.ok else EXIT_REFUSED

@@ -60,7 +60,8 @@ _BUILDERS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "screen": functools.partial(m.build_page, kind="screen"),
     "alias": m.build_alias,
 }
-Rows = Iterator[Tuple[Optional[int], Any]]
+# (line, row, nth): nth counts the earlier rows of the input with the same content.
+Rows = Iterator[Tuple[Optional[int], Any, int]]
 
 
 @contextlib.contextmanager
@@ -380,7 +381,7 @@ class Importer:
         started = self.started
         try:
             for name, open_rows in sources:
-                for line, row in open_rows(skip - index if index < skip else 0):
+                for line, row, nth in open_rows(skip - index if index < skip else 0):
                     if row is SKIPPED:
                         index += 1
                         report.skipped += 1
@@ -396,7 +397,7 @@ class Importer:
                         self._refuse(i, name, line, row.code, row.reason, row.raw)
                         continue
                     try:
-                        kind, kwargs = mapper.call(row)
+                        kind, kwargs = mapper.call(row, nth)
                     except Refusal as exc:
                         self._refuse(i, name, line, exc.code, exc.reason, row)
                         continue

@@ -62,7 +62,8 @@ _POLL = 0.1  # how often a waiting process looks at the others
 _SMALL_INPUT = 1 << 20  # bytes: below this, starting workers costs more than it saves
 _STOP = "stop"  # reader to worker: take no more rows, deliver what you hold, report
 
-Chunk = Tuple[Optional[str], Sequence[int], List[Any]]  # file, line numbers, rows
+# file, line numbers, rows, and {index in rows: nth} for rows whose content came before
+Chunk = Tuple[Optional[str], Sequence[int], List[Any], Optional[Dict[int, int]]]
 
 
 def default_jobs(total_bytes: int) -> int:
@@ -203,11 +204,20 @@ def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
             chunk = take()
             if chunk is None:
                 return
-            name, lines, rows = chunk
+            name, lines, rows, repeats = chunk
 
-            def decoded(_skip: int, lines: Sequence[int] = lines, rows: List[Any] = rows) -> Any:
-                for line, row in zip(lines, rows):
-                    yield line, decode_line(row) if type(row) is bytes else row
+            def decoded(
+                _skip: int,
+                lines: Sequence[int] = lines,
+                rows: List[Any] = rows,
+                repeats: Optional[Dict[int, int]] = repeats,
+            ) -> Any:
+                for i, (line, row) in enumerate(zip(lines, rows)):
+                    yield (
+                        line,
+                        decode_line(row) if type(row) is bytes else row,
+                        repeats.get(i, 0) if repeats else 0,
+                    )
 
             yield name, decoded
 
@@ -445,29 +455,34 @@ class ParallelImport:
         """The input, about ``CHUNK_ROWS`` rows at a time, past the ``skip`` done ones."""
         for source in self.sources:
             if source.format == "jsonl":
-                for skipped, line_numbers, texts in source.line_blocks(skip, CHUNK_ROWS):
+                for skipped, line_numbers, texts, repeats in source.line_blocks(
+                    skip, CHUNK_ROWS
+                ):
                     if skipped:
                         skip -= skipped
                         self._handed += skipped
                         self.report.skipped += skipped
                     if texts:
-                        yield source.path, line_numbers, texts
+                        yield source.path, line_numbers, texts, repeats
                 continue
             lines: List[int] = []
             rows: List[Any] = []
-            for line, row in source.rows(skip, raw=True):
+            nths: Dict[int, int] = {}
+            for line, row, nth in source.rows(skip, raw=True):
                 if row is SKIPPED:
                     skip -= 1
                     self._handed += 1
                     self.report.skipped += 1
                     continue
+                if nth:
+                    nths[len(rows)] = nth
                 lines.append(line)
                 rows.append(row)
                 if len(rows) == CHUNK_ROWS:
-                    yield source.path, lines, rows
-                    lines, rows = [], []
+                    yield source.path, lines, rows, nths or None
+                    lines, rows, nths = [], [], {}
             if rows:
-                yield source.path, lines, rows
+                yield source.path, lines, rows, nths or None
         self._read_all = True
 
     def _hand_out(self, chunks: Iterator[Chunk]) -> None:

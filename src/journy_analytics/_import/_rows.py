@@ -6,9 +6,13 @@ mapping names (``userId=user_id,event=action``: wire field = source column). Col
 are neither wire fields nor mapped become ``properties`` (track, page, screen) or ``traits``
 (identify, group); a dotted column (``traits.email``) goes where it says.
 
-The message id of a row without one is derived from the event's *content only* (never the
-file, its path or the line), so the same row imported twice, from the same file or a copy
-elsewhere, has the same id and journy.io keeps it once.
+The message id of a row without one is derived from the event's *content* and the
+row's *occurrence* in its input (never the file, its path or the line): the first row with
+some content has the id of that content; an identical row after it (two page views in the
+same second) is a second event, and its id also takes its number, ``nth`` (1 for the second
+one, and so on). So the same rows imported twice, from the same file or a copy elsewhere
+in any order, have the same ids and journy.io keeps each once, and identical rows are
+not merged into one.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from journy_analytics._errors import ValidationError
 __all__ = [
     "SKIPPED",
     "TYPES",
+    "Occurrences",
     "Refusal",
     "RowMapper",
     "content_message_id",
@@ -152,6 +157,44 @@ def content_message_id(canonical: bytes) -> str:
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
+class Occurrences:
+    """How many rows of one input came before a row with the same content: its ``nth``.
+
+    The readers count in input order, in the one process that reads, skipped rows too (a
+    resumed run numbers the rows as the first run did), whatever the number of workers.
+    ``key`` is the row as read (a JSONL line's bytes, a CSV record's cells). Only a 64-bit
+    hash of each distinct row is kept: about 60 bytes of memory per distinct row. Two
+    different rows whose hashes collide (odds about 1 in 10^7 for 10 million rows) would
+    still get different ids (the id is of the content), one with a wrong ``nth``."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._again: Dict[int, int] = {}
+
+    def __call__(self, key: Any) -> int:
+        h = hash(key)
+        if h not in self._seen:
+            self._seen.add(h)
+            return 0
+        n = self._again.get(h, 0) + 1
+        self._again[h] = n
+        return n
+
+    def block(self, keys: Sequence[Any]) -> Optional[Dict[int, int]]:
+        """``{index: nth}`` for the keys of ``keys`` seen before (None: none was)."""
+        hashes = list(map(hash, keys))
+        seen = self._seen
+        if seen.isdisjoint(hashes) and len(set(hashes)) == len(hashes):
+            seen.update(hashes)  # the common case: every row of the block is new
+            return None
+        repeats = {}
+        for i, key in enumerate(keys):
+            n = self(key)
+            if n:
+                repeats[i] = n
+        return repeats or None
+
+
 def _canonical(fields: Dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(fields, default=_default, option=_CANONICAL)
@@ -201,15 +244,16 @@ class RowMapper:
             fields["_extra"] = extra
         return fields
 
-    def call(self, row: Any) -> Tuple[str, Dict[str, Any]]:
-        """``(type, kwargs)`` with a ``message_id``; raises Refusal."""
+    def call(self, row: Any, nth: int = 0) -> Tuple[str, Dict[str, Any]]:
+        """``(type, kwargs)`` with a ``message_id``; raises Refusal. ``nth``: the rows with
+        the same content before this one in its input (see :class:`Occurrences`)."""
         if type(row) is dict and not self.mapping and _WIRE_KEYS.issuperset(row):
-            fast = self._spec_row(row)
+            fast = self._spec_row(row, nth)
             if fast is not None:
                 return fast
-        return self._call(row)
+        return self._call(row, nth)
 
-    def _spec_row(self, row: Dict[str, Any]) -> Optional[Tuple[str, Dict[str, Any]]]:
+    def _spec_row(self, row: Dict[str, Any], nth: int) -> Optional[Tuple[str, Dict[str, Any]]]:
         """The common case, a Segment-spec row holding only what its type takes, with its
         objects as objects: what :meth:`_call` does for it, without the per-column steps
         it cannot need (a backfill spends most of its time here). None: anything else,
@@ -227,9 +271,9 @@ class RowMapper:
         for key in _OBJECTS:
             if type(fields.get(key)) is str:
                 return None
-        return _finish(kind, fields)  # type: ignore[arg-type]
+        return _finish(kind, fields, nth)  # type: ignore[arg-type]
 
-    def _call(self, row: Any) -> Tuple[str, Dict[str, Any]]:
+    def _call(self, row: Any, nth: int = 0) -> Tuple[str, Dict[str, Any]]:
         if type(row) is not dict and not isinstance(row, Mapping):
             raise Refusal("not_an_object", f"a row must be an object, not {type(row).__name__}")
         if not self.mapping and _WIRE_KEYS.issuperset(row):
@@ -277,12 +321,12 @@ class RowMapper:
         if not _ALLOWED[kind].issuperset(fields):
             wrong = sorted(set(fields) - _ALLOWED[kind])
             raise Refusal("invalid", f"{kind} takes no {', '.join(map(repr, wrong))} field")
-        return _finish(kind, fields)
+        return _finish(kind, fields, nth)
 
 
-def _finish(kind: str, fields: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+def _finish(kind: str, fields: Dict[str, Any], nth: int = 0) -> Tuple[str, Dict[str, Any]]:
     """The last steps for every row: the timestamp in wire form, the keyword arguments,
-    and the message id (the row's own, or one derived from its content)."""
+    and the message id (the row's own, or one derived from its content and ``nth``)."""
     timestamp = fields.get("timestamp")
     if timestamp is not None:
         try:
@@ -297,6 +341,9 @@ def _finish(kind: str, fields: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
             canonical = _canonical(fields)
         except ValidationError as exc:
             raise Refusal("invalid", str(exc)) from None
+        if nth:
+            # Not JSON after the canonical event: no single row's content gives these bytes.
+            canonical += b"\n%d" % nth
         kwargs["message_id"] = content_message_id(canonical)
     elif type(message_id) is not str:
         kwargs["message_id"] = str(message_id)
