@@ -349,6 +349,13 @@ class Importer:
                 self._stop = f"{cause or type(error).__name__}: {getattr(error, 'reason', error)}"
             self._changed.notify()
 
+    def halt(self, reason: str) -> None:
+        """Hand the client no more rows (from any thread): the run ends at the next row."""
+        with self._lock:
+            if self._stop is None:
+                self._stop = reason
+            self._changed.notify_all()
+
     # -- the loop ------------------------------------------------------------------------
 
     def run(
@@ -421,6 +428,8 @@ class Importer:
                         ahead = self._handed - (time.monotonic() - started) * rate
                         if ahead > 0:
                             time.sleep(ahead / rate)
+                    if self._stop is not None:
+                        break  # halted (or failed) while this row was prepared
                     self._handed += 1
                     if enqueue_encoded is not None:
                         enqueue_encoded(message, data, RowAck(self, (i, name, line)))

@@ -21,8 +21,9 @@ session of their own (Ctrl-C reaches the reader, which stops them in order), tal
 two pipes each. The reader never blocks on a worker: a feeder thread per worker writes its
 chunks, a worker's own reader thread takes them in as they come, and a worker asks for its
 next chunk when it starts one, so it holds at most ``_AHEAD`` chunks not started. When the
-reader dies (``kill -9``), its pipes close: each worker stops taking rows, delivers what it
-holds and exits, and the next run resumes from the last checkpoint.
+reader dies (``kill -9``), its pipes close and the checkpoint stops moving: each worker
+then sends nothing more (it drops the rows it holds unsent, which the next run sends) and
+exits; only the requests already on the wire finish.
 """
 
 from __future__ import annotations
@@ -102,22 +103,23 @@ class _Relay:
 
     path = "(the reading process)"
 
-    def __init__(self, out: Connection, worker: int, reader_gone: threading.Event) -> None:
+    def __init__(self, out: Connection, worker: int, reader_gone: Callable[[], None]) -> None:
         self._out = out
         self._worker = worker
         self._lock = threading.Lock()
-        self._reader_gone = reader_gone
+        self._gone = reader_gone
+        self.reader_gone = False
         self._last = 0.0
         self._sent: Optional[Tuple[Any, ...]] = None
 
     def send(self, message: Tuple[Any, ...]) -> None:
-        if self._reader_gone.is_set():
+        if self.reader_gone:
             return
         try:
             with self._lock:
                 self._out.send(message)
-        except OSError:  # the reader died: stop, deliver what we hold
-            self._reader_gone.set()
+        except OSError:  # the reader died
+            self._gone()
 
     def write(self, reject: Reject, row: Any) -> None:
         self.send(("reject", self._worker, reject, row))
@@ -144,14 +146,19 @@ class _Relay:
             self.send(("status", self._worker, state))
 
 
-def _take_in(inbox: Connection, chunks: queue.Queue[Any], stop: threading.Event) -> None:
+def _take_in(
+    inbox: Connection,
+    chunks: queue.Queue[Any],
+    stop: threading.Event,
+    reader_gone: Callable[[], None],
+) -> None:
     """A worker's reader thread: empties the pipe as chunks arrive (so the reader's feeder
     never waits on us), and turns a stop or a closed pipe into ``stop`` at once."""
     while True:
         try:
             item = inbox.recv()
         except (EOFError, OSError):
-            stop.set()  # the reader is gone
+            reader_gone()
             chunks.put(None)
             return
         if item == _STOP:
@@ -163,19 +170,30 @@ def _take_in(inbox: Connection, chunks: queue.Queue[Any], stop: threading.Event)
 
 def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
     stop = threading.Event()
-    reader_gone = threading.Event()
     chunks: queue.Queue[Any] = queue.Queue()
-    threading.Thread(
-        target=signal_free(_take_in),
-        args=(inbox, chunks, stop),
-        name="journy-import-inbox",
-        daemon=True,
-    ).start()
     analytics = None
     if settings.client is not None:
         from journy_analytics.bulk import import_client
 
         analytics = import_client(**settings.client, window=settings.window)
+
+    def reader_gone() -> None:
+        """The reading process died (``kill -9``): it keeps the checkpoint, which no longer
+        moves, so whatever this worker sends from now on is sent again by the next run.
+        Send nothing more: the rows not handed to the client stay unread, and the ones in
+        its queue are dropped when it closes; only requests already on the wire finish."""
+        if relay.reader_gone:
+            return
+        relay.reader_gone = True
+        stop.set()
+        importer.halt("the reading process is gone")
+        print(
+            f"journy import worker {settings.worker}: the reading process is gone; stopping "
+            "without sending the rows not sent yet (the next run sends them)",
+            file=sys.stderr,
+            flush=True,
+        )
+
     relay = _Relay(out, settings.worker, reader_gone)
     importer = Importer(
         analytics,
@@ -185,9 +203,15 @@ def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
         rejects=relay,
         progress=relay.status,
     )
+    threading.Thread(
+        target=signal_free(_take_in),
+        args=(inbox, chunks, stop, reader_gone),
+        name="journy-import-inbox",
+        daemon=True,
+    ).start()
 
     def take() -> Optional[Chunk]:
-        while not stop.is_set() and not reader_gone.is_set():
+        while not stop.is_set():
             try:
                 chunk: Optional[Chunk] = chunks.get(timeout=_POLL)
             except queue.Empty:
@@ -225,7 +249,9 @@ def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
         importer.run(sources(), 0)
     finally:
         if analytics is not None:
-            analytics.close_and_flush(timeout=settings.close_timeout)
+            # Told to stop (Ctrl-C) or at the end: deliver what it holds. The reader gone:
+            # drop it (timeout 0: the queue is dropped, the requests on the wire finish).
+            analytics.close_and_flush(timeout=0 if relay.reader_gone else settings.close_timeout)
             importer.finish()
         relay.status(importer, final=True)
         relay.send(("done", settings.worker, importer.report))
