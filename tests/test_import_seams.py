@@ -5,16 +5,20 @@ the environment's host, typed CSV columns, the progress estimate, re-runs, Ctrl-
 from __future__ import annotations
 
 import gzip
+import os
+import signal
+import subprocess
 import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import orjson
 import pytest
-from tests.test_import import _event, _import, _rows_seen, _write_jsonl
+from tests.test_import import BAD_LINES, JOURNY, _event, _import, _rows_seen, _write_jsonl
+from tests.test_import_parallel import _wait_for_progress
 
 from journy_analytics import bulk
-from journy_analytics._import._command import EXIT_DAMAGED
+from journy_analytics._import._command import EXIT_DAMAGED, EXIT_REFUSED
 from journy_analytics._import._readers import Source
 from journy_analytics._import._rows import RowMapper
 from journy_analytics.cli import main as journy
@@ -162,3 +166,58 @@ def test_a_byte_order_mark_is_not_part_of_the_first_row(
     mapping = "userId=user_id,event=action"
     assert _import(collector, tmp_path, str(table), "--jobs", jobs, "--map", mapping) == 0
     assert collector.user("u1") is not None
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_finished_import_that_refused_rows_says_so_again_when_run_again(
+    collector: CollectorThread,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    jobs: str,
+) -> None:
+    path = _write_jsonl(tmp_path / "mixed.jsonl", BAD_LINES)
+    assert _import(collector, tmp_path, str(path), "--jobs", jobs) == EXIT_REFUSED
+    capsys.readouterr()
+    state = orjson.loads(_checkpoint_file(tmp_path).read_bytes())
+    assert state["complete"] and state["totals"]["delivered"] == 2
+    assert sum(state["totals"]["refused"].values()) == 5
+    # Nothing is sent again, and the earlier run's refusals keep the exit status.
+    requests = collector.stats()["requests"]
+    assert _import(collector, tmp_path, str(path), "--jobs", jobs) == EXIT_REFUSED
+    out = capsys.readouterr().out
+    assert "skipped (done before, per the checkpoint): 7" in out
+    assert "earlier runs of this import (per the checkpoint): delivered 2, refused 5" in out
+    assert f"{path}:3: track() needs event" in out  # the examples are kept too
+    assert collector.stats()["requests"] == requests
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_prints_the_counts_and_the_checkpoint(
+    collector: CollectorThread, tmp_path: Path, jobs: str
+) -> None:
+    collector.set_faults(latency_ms=100)
+    path = _write_jsonl(tmp_path / "big.jsonl", [_event(i) for i in range(30_000)])
+    command = [JOURNY, "import", str(path), "--host", collector.url, "--progress", "none"]
+    proc = subprocess.Popen(
+        [*command, "--jobs", jobs, "--rate", "5000"],
+        cwd=tmp_path,
+        env={**os.environ, "JOURNY_WRITE_KEY": "k"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_progress(proc, tmp_path, 2000)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err.decode()
+    text = out.decode()
+    state = orjson.loads(_checkpoint_file(tmp_path).read_bytes())
+    delivered = len(collector.events())
+    assert f"delivered: {delivered:,}" in text, text
+    assert "refused: 0" in text and "INTERRUPTED: pending (not delivered): " in text
+    assert f"checkpoint: {_checkpoint_file(tmp_path)}" in text
+    assert state["totals"]["delivered"] == delivered

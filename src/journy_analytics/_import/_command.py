@@ -17,7 +17,12 @@ import urllib.parse
 from typing import Any, Dict, List, Tuple
 
 from journy_analytics._import._checkpoint import Checkpoint
-from journy_analytics._import._engine import ImportReport, collect_rarely, execute
+from journy_analytics._import._engine import (
+    ImportInterrupted,
+    ImportReport,
+    collect_rarely,
+    execute,
+)
 from journy_analytics._import._parallel import ParallelImport, default_jobs
 from journy_analytics._import._progress import Progress
 from journy_analytics._import._readers import FORMATS, Source
@@ -250,7 +255,10 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
     try:
         with collect_rarely():
             report = _run(args, jobs, sources, mapper, analytics, checkpoint, progress)
-    except KeyboardInterrupt:
+    except ImportInterrupted as exc:
+        interrupted = True
+        report = exc.report
+    except KeyboardInterrupt:  # a second Ctrl-C, while the import wound down
         interrupted = True
     except ValueError as exc:  # e.g. a CSV header that cannot be read
         print(f"\njourny import: {exc}", file=err)
@@ -258,6 +266,8 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
     finally:
         progress.close()
     if interrupted or report is None:
+        if report is not None:
+            print(report.summary(), file=out, flush=True)
         where = f" (checkpoint {checkpoint.path})" if checkpoint is not None else ""
         print(f"\njourny import: interrupted; run the same command to resume{where}", file=err)
         return EXIT_INTERRUPTED

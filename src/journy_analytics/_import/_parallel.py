@@ -44,6 +44,7 @@ from journy_analytics._import._engine import (
     _CHECKPOINT_EVERY,
     _EXAMPLES_PER_CODE,
     Importer,
+    ImportInterrupted,
     ImportReport,
     Reject,
     RejectsWriter,
@@ -455,7 +456,8 @@ class ParallelImport:
         return low
 
     def run(self) -> ImportReport:
-        skip = resume_point(self.checkpoint, self.restart)
+        skip, state = resume_point(self.checkpoint, self.restart)
+        self.report.resume_from(state)
         self._saved = skip
         if self.rejects_path is not None:
             self._rejects = RejectsWriter(self.rejects_path, append=skip > 0)
@@ -465,8 +467,8 @@ class ParallelImport:
             try:
                 self._loop(self._chunks(skip))
             except KeyboardInterrupt:
+                self.report.interrupted = True
                 self._halt("interrupted")
-                raise
         finally:
             for w in self._workers:
                 w.close(stop=True)
@@ -475,6 +477,8 @@ class ParallelImport:
             self._finish()
             if self._rejects is not None:
                 self._rejects.close()
+        if self.report.interrupted:
+            raise ImportInterrupted(self.report)
         return self.report
 
     def _chunks(self, skip: int) -> Iterator[Chunk]:
@@ -621,7 +625,9 @@ class ParallelImport:
         if self._rejects is not None:
             self._rejects.flush()  # refused rows below the checkpoint are on disk first
         complete = final and self._read_all and self._stop is None and low == self._handed
-        self.checkpoint.save(low, {"rows_in_flight": self._handed - low}, complete=complete)
+        self.checkpoint.save(
+            low, {"rows_in_flight": self._handed - low, "totals": self.report.totals()}, complete
+        )
         self._saved = low
         self._last_save = now
 
