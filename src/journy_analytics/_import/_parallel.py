@@ -485,9 +485,7 @@ class ParallelImport:
         """The input, about ``CHUNK_ROWS`` rows at a time, past the ``skip`` done ones."""
         for source in self.sources:
             if source.format == "jsonl":
-                for skipped, line_numbers, texts, repeats in source.line_blocks(
-                    skip, CHUNK_ROWS
-                ):
+                for skipped, line_numbers, texts, repeats in source.line_blocks(skip, CHUNK_ROWS):
                     if skipped:
                         skip -= skipped
                         self._handed += skipped
