@@ -221,3 +221,76 @@ def test_ctrl_c_prints_the_counts_and_the_checkpoint(
     assert "refused: 0" in text and "INTERRUPTED: pending (not delivered): " in text
     assert f"checkpoint: {_checkpoint_file(tmp_path)}" in text
     assert state["totals"]["delivered"] == delivered
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_csv_timestamp_formats_and_column_types(
+    collector: CollectorThread, tmp_path: Path, jobs: str
+) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        "user_id,action,created_at,amount,quantity,gift\n"
+        "u1,Order Placed,01/01/2021 00:28,156.70,2,yes\n"
+        "u2,Order Placed,31/12/2020 23:59,12,1,no\n"
+        "u3,Order Placed,2021-01-01,1.5,1,no\n"  # not in the format: refused
+        "u4,Order Placed,02/01/2021 10:00,cheap,1,no\n"  # not a float: refused
+    )
+    mapping = "userId=user_id,event=action,timestamp=created_at"
+    code = _import(
+        collector,
+        tmp_path,
+        str(path),
+        "--jobs",
+        jobs,
+        "--map",
+        mapping,
+        "--timestamp-format",
+        "%d/%m/%Y %H:%M",
+        "--column-type",
+        "amount=float,quantity=int,gift=bool",
+    )
+    assert code == EXIT_REFUSED
+    events = {e["userId"]: e for e in collector.events()}
+    assert set(events) == {"u1", "u2"}
+    assert events["u1"]["timestamp"] == "2021-01-01T00:28:00.000Z"
+    assert events["u2"]["timestamp"] == "2020-12-31T23:59:00.000Z"
+    assert events["u1"]["properties"] == {"amount": 156.7, "quantity": 2, "gift": True}
+    assert events["u2"]["properties"] == {"amount": 12.0, "quantity": 1, "gift": False}
+
+
+def test_epoch_timestamps(collector: CollectorThread, tmp_path: Path) -> None:
+    seconds = tmp_path / "seconds.csv"
+    seconds.write_text("user_id,action,at\nu1,Signed Up,1609460880\nu2,Signed Up,1609460880.5\n")
+    millis = tmp_path / "millis.csv"
+    millis.write_text("user_id,action,at\nu3,Signed Up,1609460880123\n")
+    mapping = "userId=user_id,event=action,timestamp=at"
+    for path, fmt in ((seconds, "epoch"), (millis, "epoch_ms")):
+        args = ("--map", mapping, "--timestamp-format", fmt)
+        assert _import(collector, tmp_path, str(path), *args) == 0
+    stamps = {e["userId"]: e["timestamp"] for e in collector.events()}
+    assert stamps == {
+        "u1": "2021-01-01T00:28:00.000Z",
+        "u2": "2021-01-01T00:28:00.500Z",
+        "u3": "2021-01-01T00:28:00.123Z",
+    }
+
+
+def test_bad_timestamp_formats_and_column_types_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text("user_id,action\nu1,Signed Up\n")
+    for args, message in (
+        (("--timestamp-format", "DD/MM/YYYY"), "has no % directive"),
+        (("--timestamp-format", "%d/%Q/%Y"), "is not usable"),
+        (("--column-type", "amount=decimal"), "'decimal' is not a type; use one of int"),
+        (("--column-type", "amount"), "is not COLUMN=TYPE"),
+    ):
+        assert _import_dry(tmp_path, str(path), *args) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no % directive"):
+        bulk.send([], dry_run=True, timestamp_format="yyyy-mm-dd")
+
+
+def _import_dry(tmp: Path, *args: str) -> int:
+    return journy(["import", *args, "--dry-run", "--progress", "none"])

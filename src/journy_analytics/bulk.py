@@ -95,6 +95,8 @@ def send(
     host: str = DEFAULT_HOST,
     mapping: Mapping_ = None,
     default_type: Optional[str] = None,
+    timestamp_format: Optional[str] = None,
+    column_types: Optional[Mapping[str, str]] = None,
     rate: Optional[float] = None,
     dry_run: bool = False,
     checkpoint: Optional[Union[str, os.PathLike[str]]] = None,
@@ -112,8 +114,16 @@ def send(
     that lets a re-run with the *same rows in the same order* resume after a crash
     (``restart`` ignores it). ``rejects``: a file receiving one JSON line per refused row.
     ``window``: rows in flight at most (default: the client's ``max_queue_size``).
+    ``timestamp_format`` (a strptime format, ``"epoch"`` or ``"epoch_ms"``) and
+    ``column_types`` (``{"amount": "float"}``) read string columns as ``journy import``'s
+    ``--timestamp-format`` and ``--column-type`` do.
     """
-    mapper = RowMapper(_mapping(mapping), default_type)
+    mapper = RowMapper(
+        _mapping(mapping),
+        default_type,
+        timestamp_format=timestamp_format,
+        column_types=column_types,
+    )
     if rate is not None and not rate > 0:
         raise ValueError(f"rate={rate!r} must be a number of events per second above 0")
     owns = False

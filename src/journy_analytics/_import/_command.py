@@ -26,7 +26,13 @@ from journy_analytics._import._engine import (
 from journy_analytics._import._parallel import ParallelImport, default_jobs
 from journy_analytics._import._progress import Progress
 from journy_analytics._import._readers import FORMATS, Source
-from journy_analytics._import._rows import TYPES, RowMapper, parse_mapping
+from journy_analytics._import._rows import (
+    COLUMN_TYPES,
+    TYPES,
+    RowMapper,
+    parse_column_types,
+    parse_mapping,
+)
 from journy_analytics.client import DEFAULT_HOST, DEFAULT_PATH
 
 __all__ = ["add_import_command", "run_import_command"]
@@ -100,6 +106,20 @@ def add_import_command(sub: Any) -> None:
         help="name the columns of flat rows, e.g. userId=user_id,event=action,timestamp=created_at"
         " (other columns become properties or traits)",
     )
+    p.add_argument(
+        "--timestamp-format",
+        metavar="FORMAT",
+        help="how the timestamp column is written: a strptime format such as "
+        "'%%d/%%m/%%Y %%H:%%M' (UTC unless it reads an offset with %%z), or epoch (seconds) "
+        "or epoch_ms (default: ISO-8601)",
+    )
+    p.add_argument(
+        "--column-type",
+        dest="column_types",
+        metavar="COLUMN=TYPE,...",
+        help=f"what CSV columns hold ({', '.join(COLUMN_TYPES)}), e.g. amount=float,quantity=int "
+        "(default: str)",
+    )
     p.add_argument("--type", dest="default_type", choices=TYPES, help="type of rows without one")
     p.add_argument("--rejects", metavar="FILE", help="write each refused row here (JSON lines)")
     p.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
@@ -154,6 +174,12 @@ def _identity(args: argparse.Namespace, sources: List[Source]) -> Tuple[dict[str
         # A hash: the key itself is never written anywhere.
         "key": hashlib.sha256(args.write_key.encode()).hexdigest(),
     }
+    # They change the events (and so the ids); absent when not given, so the checkpoints
+    # of imports without them keep their names.
+    if args.timestamp_format:
+        identity["timestamp_format"] = args.timestamp_format
+    if args.column_types:
+        identity["column_types"] = parse_column_types(args.column_types)
     describe = {
         "inputs": [i[0] for i in inputs],
         "map": args.mapping,
@@ -205,7 +231,12 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
         )
         return EXIT_USAGE
     try:
-        mapper = RowMapper(parse_mapping(args.mapping), args.default_type)
+        mapper = RowMapper(
+            parse_mapping(args.mapping),
+            args.default_type,
+            timestamp_format=args.timestamp_format,
+            column_types=parse_column_types(args.column_types),
+        )
         sources = [Source(path, args.format) for path in args.files]
     except (ValueError, OSError) as exc:
         print(f"journy import: {exc}", file=err)

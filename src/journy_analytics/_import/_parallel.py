@@ -89,6 +89,8 @@ class _Settings:
     client: Optional[Dict[str, Any]]  # import_client's keyword arguments; None: a dry run
     mapping: List[Tuple[str, str]]
     default_type: Optional[str]
+    timestamp_format: Optional[str]
+    column_types: Dict[str, str]
     window: int
     rate: Optional[float]
     close_timeout: float
@@ -198,7 +200,12 @@ def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
     relay = _Relay(out, settings.worker, reader_gone)
     importer = Importer(
         analytics,
-        RowMapper(settings.mapping, settings.default_type),
+        RowMapper(
+            settings.mapping,
+            settings.default_type,
+            timestamp_format=settings.timestamp_format,
+            column_types=settings.column_types,
+        ),
         window=settings.window,
         rate=settings.rate,
         rejects=relay,
@@ -420,6 +427,8 @@ class ParallelImport:
                 client=client,
                 mapping=mapper.mapping,
                 default_type=mapper.default_type,
+                timestamp_format=mapper.timestamp_format,
+                column_types=mapper.column_types,
                 window=max(1, window // self.jobs),  # the window is shared out
                 rate=None if rate is None else rate / self.jobs,
                 close_timeout=close_timeout,
