@@ -403,7 +403,8 @@ def test_progress_bar_and_plain_lines_show_rate_and_eta(
 
     path = _write_jsonl(tmp_path / "e.jsonl", [_event(i) for i in range(100)])
     source = Source(str(path))
-    source.position = source.size // 4  # a quarter of the file read
+    source.position = source.size // 4  # a quarter of the file read: 25 rows
+    source.rows_seen = 25
 
     class Running:
         started = time.monotonic() - 2.0

@@ -19,6 +19,7 @@ from tests.test_import_parallel import _wait_for_progress
 
 from journy_analytics import bulk
 from journy_analytics._import._command import EXIT_DAMAGED, EXIT_REFUSED
+from journy_analytics._import._progress import Progress
 from journy_analytics._import._readers import Source
 from journy_analytics._import._rows import RowMapper
 from journy_analytics.cli import main as journy
@@ -294,3 +295,33 @@ def test_bad_timestamp_formats_and_column_types_are_usage_errors(
 
 def _import_dry(tmp: Path, *args: str) -> int:
     return journy(["import", *args, "--dry-run", "--progress", "none"])
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz", "events.csv.gz"])
+def test_the_progress_total_is_the_rows_in_the_input_while_the_reader_runs_ahead(
+    tmp_path: Path, name: str
+) -> None:
+    n = 40_000
+    if name.startswith("events.csv"):
+        data = b"user_id,action,n\n" + b"".join(
+            b"u%d,Signed Up,%d\n" % (i % 97, i) for i in range(n)
+        )
+    else:
+        data = b"".join(orjson.dumps(_event(i)) + b"\n" for i in range(n))
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    source = Source(str(path))
+    progress = Progress([source], "none")
+    # The reader is at 60% of the rows; the rows done (the workers', the window's) lag
+    # behind at 30%: the estimate is still the rows of the whole input.
+    rows = source.rows()
+    for _ in range(int(n * 0.6)):
+        next(rows)
+    estimate = progress._estimate(int(n * 0.3))
+    assert estimate is not None and abs(estimate - n) < n * 0.05, estimate
+    if name.endswith(".jsonl"):
+        blocks = source.line_blocks(0, 1000)
+        for _ in range(24):
+            next(blocks)
+        estimate = progress._estimate(int(n * 0.3))
+        assert estimate is not None and abs(estimate - n) < n * 0.05, estimate

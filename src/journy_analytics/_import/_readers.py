@@ -67,7 +67,8 @@ class _Gunzip(io.RawIOBase):
         self._eof = False
         self._member_bytes = 0  # compressed bytes of the current member fed so far
         self.compressed_in = 0
-        self.produced = 0
+        self.produced = 0  # decompressed so far
+        self.returned = 0  # of which handed to the reader
         self.damage: Optional[str] = None
 
     def readable(self) -> bool:
@@ -141,6 +142,7 @@ class _Gunzip(io.RawIOBase):
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
+        self.returned += n
         return n
 
 
@@ -310,7 +312,7 @@ class Source:
                 end = reader.line_num
                 if not start & 1023:
                     self._progress(
-                        gunzip.compressed_at(gunzip.produced - len(binary.peek(0)))
+                        gunzip.compressed_at(gunzip.returned - len(binary.peek(0)))
                         if gunzip
                         else raw.tell(),
                         rows,
