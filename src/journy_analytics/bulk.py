@@ -11,7 +11,8 @@ one partition of a Dask or Spark job. The same engine as ``journy import`` (docs
 
 Guarantees: back-pressure (at most ``window`` rows unsettled, the reader waits, nothing is
 dropped for lack of room); a row without ``messageId`` gets one derived from its content
-only, so sending the same rows again creates no duplicate at journy.io; historical
+and its number among the identical rows before it (two identical rows are two events), so
+sending the same rows again creates no duplicate at journy.io; historical
 ``timestamp`` values are kept (``sentAt`` is the send time); bad rows are refused and
 reported, never raised; if the server stays unreachable the run stops at that row
 (``report.stopped``) instead of skipping it.
