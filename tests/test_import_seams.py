@@ -291,6 +291,14 @@ def test_bad_timestamp_formats_and_column_types_are_usage_errors(
         assert message in capsys.readouterr().err
     with pytest.raises(ValueError, match="no % directive"):
         bulk.send([], dry_run=True, timestamp_format="yyyy-mm-dd")
+    report = bulk.send(
+        [{"user_id": "u1", "action": "Paid", "at": "1609460880", "amount": "1.5"}],
+        dry_run=True,
+        mapping="userId=user_id,event=action,timestamp=at",
+        timestamp_format="epoch",
+        column_types={"amount": "float"},
+    )
+    assert report.valid == 1, report.summary()
 
 
 def _import_dry(tmp: Path, *args: str) -> int:
@@ -325,3 +333,16 @@ def test_the_progress_total_is_the_rows_in_the_input_while_the_reader_runs_ahead
             next(blocks)
         estimate = progress._estimate(int(n * 0.3))
         assert estimate is not None and abs(estimate - n) < n * 0.05, estimate
+
+
+def test_a_gzip_file_of_several_members_is_read_whole(tmp_path: Path) -> None:
+    # What `cat a.gz b.gz > c.gz` and some exporters write: one member after another.
+    first = b"".join(orjson.dumps(_event(i)) + b"\n" for i in range(500))
+    second = b"".join(orjson.dumps(_event(i)) + b"\n" for i in range(500, 1200))
+    path = tmp_path / "joined.jsonl.gz"
+    path.write_bytes(gzip.compress(first) + gzip.compress(second))
+    source = Source(str(path))
+    rows = [row["properties"]["row"] for _, row, _ in source.rows()]
+    assert rows == list(range(1200)) and source.damage is None
+    blocks = [t for _, _, texts, _ in Source(str(path)).line_blocks(0, 100) for t in texts]
+    assert len(blocks) == 1200

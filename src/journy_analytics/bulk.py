@@ -158,6 +158,8 @@ def send_partition(
     host: str = DEFAULT_HOST,
     mapping: Mapping_ = None,
     default_type: Optional[str] = None,
+    timestamp_format: Optional[str] = None,
+    column_types: Optional[Mapping[str, str]] = None,
     rate: Optional[float] = None,
     window: int = DEFAULT_WINDOW,
     close_timeout: float = 60.0,
@@ -168,10 +170,16 @@ def send_partition(
     pyspark ``Row`` objects, or a pandas DataFrame. Ids are content-derived, so a re-run
     of a failed job creates no duplicates. ``rate`` is per partition. Returns the
     partition's ``ImportReport`` (combine them with ``ImportReport.combine``).
+    ``timestamp_format`` and ``column_types`` as for :func:`send`.
     """
     if hasattr(rows, "to_dict") and hasattr(rows, "columns"):  # a pandas DataFrame
         rows = rows.to_dict("records")
-    mapper = RowMapper(_mapping(mapping), default_type)
+    mapper = RowMapper(
+        _mapping(mapping),
+        default_type,
+        timestamp_format=timestamp_format,
+        column_types=column_types,
+    )
     analytics = import_client(write_key, host, window=window, **settings)
     return execute(
         [(None, _rows(rows))],
