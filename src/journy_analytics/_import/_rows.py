@@ -267,9 +267,11 @@ class Occurrences:
     The readers count in input order, in the one process that reads, skipped rows too (a
     resumed run numbers the rows as the first run did), whatever the number of workers.
     ``key`` is the row as read (a JSONL line's bytes, a CSV record's cells). Only a 64-bit
-    hash of each distinct row is kept: about 60 bytes of memory per distinct row. Two
-    different rows whose hashes collide (odds about 1 in 10^7 for 10 million rows) would
-    still get different ids (the id is of the content), one with a wrong ``nth``."""
+    hash of each distinct row is kept: about 70 bytes of memory per distinct row. Two
+    different rows whose hashes collide (odds about 1 in 400,000 for 10 million rows)
+    still get different ids (the id is of the content), one with a wrong ``nth``, which
+    may differ in another run (the hash is seeded per process): at worst that one row is
+    sent again by a re-import."""
 
     def __init__(self) -> None:
         self._seen: set[int] = set()
