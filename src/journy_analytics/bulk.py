@@ -11,7 +11,8 @@ one partition of a Dask or Spark job. The same engine as ``journy import`` (docs
 
 Guarantees: back-pressure (at most ``window`` rows unsettled, the reader waits, nothing is
 dropped for lack of room); a row without ``messageId`` gets one derived from its content
-only, so sending the same rows again creates no duplicate at journy.io; historical
+and its number among the identical rows before it (two identical rows are two events), so
+sending the same rows again creates no duplicate at journy.io; historical
 ``timestamp`` values are kept (``sentAt`` is the send time); bad rows are refused and
 reported, never raised; if the server stays unreachable the run stops at that row
 (``report.stopped``) instead of skipping it.
@@ -24,7 +25,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 from journy_analytics._import._checkpoint import Checkpoint
 from journy_analytics._import._engine import SKIPPED, ImportReport, Reject, Rows, execute
-from journy_analytics._import._rows import RowMapper, parse_mapping
+from journy_analytics._import._readers import record_key
+from journy_analytics._import._rows import Occurrences, RowMapper, parse_mapping
 from journy_analytics._retry import RetryPolicy
 from journy_analytics.client import DEFAULT_HOST, Analytics
 
@@ -75,13 +77,15 @@ def _rows(events: Iterable[Any]) -> Any:
     return rows
 
 
-def _numbered(events: Iterable[Any], skip: int) -> Iterator[Tuple[Optional[int], Any]]:
+def _numbered(events: Iterable[Any], skip: int) -> Iterator[Tuple[Optional[int], Any, int]]:
+    # Identical rows are separate events: each gets its number among them (docs/import.md).
+    occurrences = Occurrences()
     for position, row in enumerate(events, 1):
-        if position <= skip:
-            yield position, SKIPPED
-            continue
         as_dict = getattr(row, "asDict", None)  # a pyspark Row
-        yield position, as_dict(recursive=True) if as_dict is not None else row
+        if as_dict is not None:
+            row = as_dict(recursive=True)
+        nth = occurrences(record_key(row))
+        yield position, SKIPPED if position <= skip else row, nth
 
 
 def send(
@@ -92,6 +96,8 @@ def send(
     host: str = DEFAULT_HOST,
     mapping: Mapping_ = None,
     default_type: Optional[str] = None,
+    timestamp_format: Optional[str] = None,
+    column_types: Optional[Mapping[str, str]] = None,
     rate: Optional[float] = None,
     dry_run: bool = False,
     checkpoint: Optional[Union[str, os.PathLike[str]]] = None,
@@ -109,8 +115,16 @@ def send(
     that lets a re-run with the *same rows in the same order* resume after a crash
     (``restart`` ignores it). ``rejects``: a file receiving one JSON line per refused row.
     ``window``: rows in flight at most (default: the client's ``max_queue_size``).
+    ``timestamp_format`` (a strptime format, ``"epoch"`` or ``"epoch_ms"``) and
+    ``column_types`` (``{"amount": "float"}``) read string columns as ``journy import``'s
+    ``--timestamp-format`` and ``--column-type`` do.
     """
-    mapper = RowMapper(_mapping(mapping), default_type)
+    mapper = RowMapper(
+        _mapping(mapping),
+        default_type,
+        timestamp_format=timestamp_format,
+        column_types=column_types,
+    )
     if rate is not None and not rate > 0:
         raise ValueError(f"rate={rate!r} must be a number of events per second above 0")
     owns = False
@@ -144,6 +158,8 @@ def send_partition(
     host: str = DEFAULT_HOST,
     mapping: Mapping_ = None,
     default_type: Optional[str] = None,
+    timestamp_format: Optional[str] = None,
+    column_types: Optional[Mapping[str, str]] = None,
     rate: Optional[float] = None,
     window: int = DEFAULT_WINDOW,
     close_timeout: float = 60.0,
@@ -154,10 +170,16 @@ def send_partition(
     pyspark ``Row`` objects, or a pandas DataFrame. Ids are content-derived, so a re-run
     of a failed job creates no duplicates. ``rate`` is per partition. Returns the
     partition's ``ImportReport`` (combine them with ``ImportReport.combine``).
+    ``timestamp_format`` and ``column_types`` as for :func:`send`.
     """
     if hasattr(rows, "to_dict") and hasattr(rows, "columns"):  # a pandas DataFrame
         rows = rows.to_dict("records")
-    mapper = RowMapper(_mapping(mapping), default_type)
+    mapper = RowMapper(
+        _mapping(mapping),
+        default_type,
+        timestamp_format=timestamp_format,
+        column_types=column_types,
+    )
     analytics = import_client(write_key, host, window=window, **settings)
     return execute(
         [(None, _rows(rows))],

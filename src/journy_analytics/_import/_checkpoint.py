@@ -12,7 +12,9 @@ delivered (the server acknowledged it), or refused for good and reported. Rows p
 were in flight or not read yet; a resumed run re-sends them, so at most what was in flight
 at the crash is sent twice, and journy.io drops those by message id. The file is written
 to a temporary name, fsynced and renamed over the old one, so a crash leaves the old or
-the new checkpoint, never a torn one.
+the new checkpoint, never a torn one. ``totals`` keeps the counts of every run so far
+(delivered, refused by code, the first examples), so a re-run reports them and exits as
+the import did.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from journy_analytics._scope import active_scope
 
 __all__ = [
     "SKIPPED",
+    "ImportInterrupted",
     "ImportReport",
     "Importer",
     "Reject",
@@ -60,7 +61,8 @@ _BUILDERS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "screen": functools.partial(m.build_page, kind="screen"),
     "alias": m.build_alias,
 }
-Rows = Iterator[Tuple[Optional[int], Any]]
+# (line, row, nth): nth counts the earlier rows of the input with the same content.
+Rows = Iterator[Tuple[Optional[int], Any, int]]
 
 
 @contextlib.contextmanager
@@ -105,6 +107,8 @@ class ImportReport:
     were done. Each read row is ``delivered``, ``refused`` (by code, with up to five
     ``examples`` each: file and line), or was left unsettled when the import ``stopped``.
     In a dry run nothing is sent: ``valid`` counts the rows that would have been.
+    ``earlier_*``: what the earlier runs of a resumed import did (from its checkpoint);
+    ``ok`` is False when they refused rows too. ``interrupted``: stopped by Ctrl-C.
     """
 
     rows_read: int = 0
@@ -118,16 +122,66 @@ class ImportReport:
     seconds: float = 0.0
     checkpoint: Optional[str] = None
     rejects_file: Optional[str] = None
+    interrupted: bool = False
+    earlier_delivered: int = 0
+    earlier_refused: Dict[str, int] = field(default_factory=dict)
+    earlier_examples: List[Reject] = field(default_factory=list)
 
     @property
     def refused_total(self) -> int:
         return sum(self.refused.values())
 
     @property
-    def ok(self) -> bool:
-        """Every row read was delivered (or, in a dry run, valid): nothing refused or left."""
+    def pending(self) -> int:
+        """Rows read but not settled (the import stopped or was interrupted before)."""
         done = self.valid if self.dry_run else self.delivered
-        return self.stopped is None and done == self.rows_read
+        return self.rows_read - done - self.refused_total
+
+    @property
+    def ok(self) -> bool:
+        """Every row read was delivered (or, in a dry run, valid): nothing refused or left,
+        in this run nor in the earlier runs of the same import."""
+        done = self.valid if self.dry_run else self.delivered
+        return (
+            self.stopped is None
+            and not self.interrupted
+            and done == self.rows_read
+            and not self.earlier_refused
+        )
+
+    def totals(self) -> Dict[str, Any]:
+        """The counts of every run of the import so far, as its checkpoint keeps them."""
+        refused = dict(self.earlier_refused)
+        for code, n in self.refused.items():
+            refused[code] = refused.get(code, 0) + n
+        examples: List[Dict[str, Any]] = []
+        per_code: Dict[str, int] = {}
+        for e in [*self.earlier_examples, *self.examples]:
+            if per_code.get(e.code, 0) < _EXAMPLES_PER_CODE:
+                per_code[e.code] = per_code.get(e.code, 0) + 1
+                examples.append(
+                    {"file": e.file, "line": e.line, "code": e.code, "reason": e.reason}
+                )
+        return {
+            "delivered": self.earlier_delivered + self.delivered,
+            "refused": refused,
+            "examples": examples,
+        }
+
+    def resume_from(self, state: Optional[Dict[str, Any]]) -> None:
+        """Take the earlier runs' counts from a checkpoint's state."""
+        totals = (state or {}).get("totals")
+        if not isinstance(totals, dict):
+            return
+        self.earlier_delivered = int(totals.get("delivered", 0))
+        self.earlier_refused = {
+            str(code): int(n) for code, n in dict(totals.get("refused", {})).items() if n
+        }
+        self.earlier_examples = [
+            Reject(e.get("file"), e.get("line"), str(e.get("code")), str(e.get("reason")))
+            for e in totals.get("examples", [])
+            if isinstance(e, dict)
+        ]
 
     @classmethod
     def combine(cls, reports: Iterable[ImportReport]) -> ImportReport:
@@ -144,6 +198,7 @@ class ImportReport:
             total.dry_run = total.dry_run or r.dry_run
             if r.stopped and not total.stopped:
                 total.stopped = r.stopped
+            total.interrupted = total.interrupted or r.interrupted
             total.seconds = max(total.seconds, r.seconds)
         return total
 
@@ -167,14 +222,37 @@ class ImportReport:
                 lines.append(f"      {ex.where()}: {ex.reason}")
         if self.rejects_file and self.refused_total:
             lines.append(f"  refused rows written to {self.rejects_file}")
-        unsettled = self.rows_read - self.refused_total
-        unsettled -= self.valid if self.dry_run else self.delivered
+        if self.earlier_delivered or self.earlier_refused:
+            earlier_refused = sum(self.earlier_refused.values())
+            lines.append(
+                f"  earlier runs of this import (per the checkpoint): delivered "
+                f"{self.earlier_delivered:,}, refused {earlier_refused:,}"
+            )
+            for code, n in sorted(self.earlier_refused.items(), key=lambda kv: -kv[1]):
+                lines.append(f"    {code}: {n:,}")
+                for ex in [e for e in self.earlier_examples if e.code == code]:
+                    lines.append(f"      {ex.where()}: {ex.reason}")
+        unsettled = self.pending
         if self.stopped:
             lines.append(f"  STOPPED: {self.stopped}")
             lines.append(f"  not delivered: {unsettled:,} (run the same command again to resume)")
+        elif self.interrupted:
+            lines.append(
+                f"  INTERRUPTED: pending (not delivered): {unsettled:,} "
+                "(run the same command to resume)"
+            )
         if self.checkpoint:
             lines.append(f"  checkpoint: {self.checkpoint}")
         return "\n".join(lines)
+
+
+class ImportInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an import, once the import has wound down (the rows held delivered,
+    the checkpoint written): still a ``KeyboardInterrupt``, carrying the ``report``."""
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__()
+        self.report = report
 
 
 class RejectSink(Protocol):
@@ -348,6 +426,13 @@ class Importer:
                 self._stop = f"{cause or type(error).__name__}: {getattr(error, 'reason', error)}"
             self._changed.notify()
 
+    def halt(self, reason: str) -> None:
+        """Hand the client no more rows (from any thread): the run ends at the next row."""
+        with self._lock:
+            if self._stop is None:
+                self._stop = reason
+            self._changed.notify_all()
+
     # -- the loop ------------------------------------------------------------------------
 
     def run(
@@ -380,15 +465,15 @@ class Importer:
         started = self.started
         try:
             for name, open_rows in sources:
-                for line, row in open_rows(skip - index if index < skip else 0):
+                for line, row, nth in open_rows(skip - index if index < skip else 0):
                     if row is SKIPPED:
                         index += 1
                         report.skipped += 1
                         continue
                     if not index & 255:
                         self._tick()
-                        if self._stop is not None:
-                            break
+                    if self._stop is not None:
+                        break  # failed, or halted from another thread: hand nothing more
                     i = index
                     index += 1
                     report.rows_read += 1
@@ -396,7 +481,7 @@ class Importer:
                         self._refuse(i, name, line, row.code, row.reason, row.raw)
                         continue
                     try:
-                        kind, kwargs = mapper.call(row)
+                        kind, kwargs = mapper.call(row, nth)
                     except Refusal as exc:
                         self._refuse(i, name, line, exc.code, exc.reason, row)
                         continue
@@ -507,21 +592,25 @@ class Importer:
         if self.rejects is not None:
             # Refused rows below the checkpoint are on disk before the checkpoint says so.
             self.rejects.flush()
-        self.checkpoint.save(low, {"rows_in_flight": self.in_flight}, complete=complete)
+        self.checkpoint.save(
+            low, {"rows_in_flight": self.in_flight, "totals": self.report.totals()}, complete
+        )
         self._saved_low = low
         self._last_save = now
 
 
-def resume_point(checkpoint: Optional[Checkpoint], restart: bool) -> int:
+def resume_point(
+    checkpoint: Optional[Checkpoint], restart: bool
+) -> Tuple[int, Optional[Dict[str, Any]]]:
     """The rows a run may skip: ``rows_done`` of the checkpoint, or 0 (none, or
-    ``restart``, which removes it)."""
+    ``restart``, which removes it); and the checkpoint's state (None: none)."""
     if checkpoint is None:
-        return 0
+        return 0, None
     if restart:
         checkpoint.remove()
-        return 0
+        return 0, None
     state = checkpoint.load()
-    return 0 if state is None else int(state.get("rows_done", 0))
+    return (0, None) if state is None else (int(state.get("rows_done", 0)), state)
 
 
 def execute(
@@ -539,7 +628,7 @@ def execute(
     close_timeout: float = 30.0,
 ) -> ImportReport:
     """Resume from ``checkpoint`` (unless ``restart``), run, settle, close what we own."""
-    skip = resume_point(checkpoint, restart) if analytics is not None else 0
+    skip, state = resume_point(checkpoint, restart) if analytics is not None else (0, None)
     rejects = None
     if rejects_path is not None:
         # A resumed run appends: the refusals below the checkpoint are in the file already.
@@ -553,9 +642,13 @@ def execute(
         rejects=rejects,
         progress=progress,
     )
+    importer.report.resume_from(state)
+    interrupted = False
     try:
         try:
             importer.run(sources, skip)
+        except KeyboardInterrupt:
+            interrupted = importer.report.interrupted = True
         finally:
             if analytics is not None:
                 if owns_client:
@@ -566,4 +659,6 @@ def execute(
     finally:
         if rejects is not None:
             rejects.close()
+    if interrupted:
+        raise ImportInterrupted(importer.report)
     return importer.report

@@ -21,8 +21,9 @@ session of their own (Ctrl-C reaches the reader, which stops them in order), tal
 two pipes each. The reader never blocks on a worker: a feeder thread per worker writes its
 chunks, a worker's own reader thread takes them in as they come, and a worker asks for its
 next chunk when it starts one, so it holds at most ``_AHEAD`` chunks not started. When the
-reader dies (``kill -9``), its pipes close: each worker stops taking rows, delivers what it
-holds and exits, and the next run resumes from the last checkpoint.
+reader dies (``kill -9``), its pipes close and the checkpoint stops moving: each worker
+then sends nothing more (it drops the rows it holds unsent, which the next run sends) and
+exits; only the requests already on the wire finish.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from journy_analytics._import._engine import (
     _CHECKPOINT_EVERY,
     _EXAMPLES_PER_CODE,
     Importer,
+    ImportInterrupted,
     ImportReport,
     Reject,
     RejectsWriter,
@@ -62,7 +64,8 @@ _POLL = 0.1  # how often a waiting process looks at the others
 _SMALL_INPUT = 1 << 20  # bytes: below this, starting workers costs more than it saves
 _STOP = "stop"  # reader to worker: take no more rows, deliver what you hold, report
 
-Chunk = Tuple[Optional[str], Sequence[int], List[Any]]  # file, line numbers, rows
+# file, line numbers, rows, and {index in rows: nth} for rows whose content came before
+Chunk = Tuple[Optional[str], Sequence[int], List[Any], Optional[Dict[int, int]]]
 
 
 def default_jobs(total_bytes: int) -> int:
@@ -86,6 +89,8 @@ class _Settings:
     client: Optional[Dict[str, Any]]  # import_client's keyword arguments; None: a dry run
     mapping: List[Tuple[str, str]]
     default_type: Optional[str]
+    timestamp_format: Optional[str]
+    column_types: Dict[str, str]
     window: int
     rate: Optional[float]
     close_timeout: float
@@ -101,22 +106,23 @@ class _Relay:
 
     path = "(the reading process)"
 
-    def __init__(self, out: Connection, worker: int, reader_gone: threading.Event) -> None:
+    def __init__(self, out: Connection, worker: int, reader_gone: Callable[[], None]) -> None:
         self._out = out
         self._worker = worker
         self._lock = threading.Lock()
-        self._reader_gone = reader_gone
+        self._gone = reader_gone
+        self.reader_gone = False
         self._last = 0.0
         self._sent: Optional[Tuple[Any, ...]] = None
 
     def send(self, message: Tuple[Any, ...]) -> None:
-        if self._reader_gone.is_set():
+        if self.reader_gone:
             return
         try:
             with self._lock:
                 self._out.send(message)
-        except OSError:  # the reader died: stop, deliver what we hold
-            self._reader_gone.set()
+        except OSError:  # the reader died
+            self._gone()
 
     def write(self, reject: Reject, row: Any) -> None:
         self.send(("reject", self._worker, reject, row))
@@ -143,14 +149,19 @@ class _Relay:
             self.send(("status", self._worker, state))
 
 
-def _take_in(inbox: Connection, chunks: queue.Queue[Any], stop: threading.Event) -> None:
+def _take_in(
+    inbox: Connection,
+    chunks: queue.Queue[Any],
+    stop: threading.Event,
+    reader_gone: Callable[[], None],
+) -> None:
     """A worker's reader thread: empties the pipe as chunks arrive (so the reader's feeder
     never waits on us), and turns a stop or a closed pipe into ``stop`` at once."""
     while True:
         try:
             item = inbox.recv()
         except (EOFError, OSError):
-            stop.set()  # the reader is gone
+            reader_gone()
             chunks.put(None)
             return
         if item == _STOP:
@@ -162,31 +173,53 @@ def _take_in(inbox: Connection, chunks: queue.Queue[Any], stop: threading.Event)
 
 def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
     stop = threading.Event()
-    reader_gone = threading.Event()
     chunks: queue.Queue[Any] = queue.Queue()
-    threading.Thread(
-        target=signal_free(_take_in),
-        args=(inbox, chunks, stop),
-        name="journy-import-inbox",
-        daemon=True,
-    ).start()
     analytics = None
     if settings.client is not None:
         from journy_analytics.bulk import import_client
 
         analytics = import_client(**settings.client, window=settings.window)
+
+    def reader_gone() -> None:
+        """The reading process died (``kill -9``): it keeps the checkpoint, which no longer
+        moves, so whatever this worker sends from now on is sent again by the next run.
+        Send nothing more: the rows not handed to the client stay unread, and the ones in
+        its queue are dropped when it closes; only requests already on the wire finish."""
+        if relay.reader_gone:
+            return
+        relay.reader_gone = True
+        stop.set()
+        importer.halt("the reading process is gone")
+        print(
+            f"journy import worker {settings.worker}: the reading process is gone; stopping "
+            "without sending the rows not sent yet (the next run sends them)",
+            file=sys.stderr,
+            flush=True,
+        )
+
     relay = _Relay(out, settings.worker, reader_gone)
     importer = Importer(
         analytics,
-        RowMapper(settings.mapping, settings.default_type),
+        RowMapper(
+            settings.mapping,
+            settings.default_type,
+            timestamp_format=settings.timestamp_format,
+            column_types=settings.column_types,
+        ),
         window=settings.window,
         rate=settings.rate,
         rejects=relay,
         progress=relay.status,
     )
+    threading.Thread(
+        target=signal_free(_take_in),
+        args=(inbox, chunks, stop, reader_gone),
+        name="journy-import-inbox",
+        daemon=True,
+    ).start()
 
     def take() -> Optional[Chunk]:
-        while not stop.is_set() and not reader_gone.is_set():
+        while not stop.is_set():
             try:
                 chunk: Optional[Chunk] = chunks.get(timeout=_POLL)
             except queue.Empty:
@@ -203,11 +236,20 @@ def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
             chunk = take()
             if chunk is None:
                 return
-            name, lines, rows = chunk
+            name, lines, rows, repeats = chunk
 
-            def decoded(_skip: int, lines: Sequence[int] = lines, rows: List[Any] = rows) -> Any:
-                for line, row in zip(lines, rows):
-                    yield line, decode_line(row) if type(row) is bytes else row
+            def decoded(
+                _skip: int,
+                lines: Sequence[int] = lines,
+                rows: List[Any] = rows,
+                repeats: Optional[Dict[int, int]] = repeats,
+            ) -> Any:
+                for i, (line, row) in enumerate(zip(lines, rows)):
+                    yield (
+                        line,
+                        decode_line(row) if type(row) is bytes else row,
+                        repeats.get(i, 0) if repeats else 0,
+                    )
 
             yield name, decoded
 
@@ -215,7 +257,9 @@ def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
         importer.run(sources(), 0)
     finally:
         if analytics is not None:
-            analytics.close_and_flush(timeout=settings.close_timeout)
+            # Told to stop (Ctrl-C) or at the end: deliver what it holds. The reader gone:
+            # drop it (timeout 0: the queue is dropped, the requests on the wire finish).
+            analytics.close_and_flush(timeout=0 if relay.reader_gone else settings.close_timeout)
             importer.finish()
         relay.status(importer, final=True)
         relay.send(("done", settings.worker, importer.report))
@@ -383,6 +427,8 @@ class ParallelImport:
                 client=client,
                 mapping=mapper.mapping,
                 default_type=mapper.default_type,
+                timestamp_format=mapper.timestamp_format,
+                column_types=mapper.column_types,
                 window=max(1, window // self.jobs),  # the window is shared out
                 rate=None if rate is None else rate / self.jobs,
                 close_timeout=close_timeout,
@@ -419,7 +465,8 @@ class ParallelImport:
         return low
 
     def run(self) -> ImportReport:
-        skip = resume_point(self.checkpoint, self.restart)
+        skip, state = resume_point(self.checkpoint, self.restart)
+        self.report.resume_from(state)
         self._saved = skip
         if self.rejects_path is not None:
             self._rejects = RejectsWriter(self.rejects_path, append=skip > 0)
@@ -429,8 +476,8 @@ class ParallelImport:
             try:
                 self._loop(self._chunks(skip))
             except KeyboardInterrupt:
+                self.report.interrupted = True
                 self._halt("interrupted")
-                raise
         finally:
             for w in self._workers:
                 w.close(stop=True)
@@ -439,35 +486,40 @@ class ParallelImport:
             self._finish()
             if self._rejects is not None:
                 self._rejects.close()
+        if self.report.interrupted:
+            raise ImportInterrupted(self.report)
         return self.report
 
     def _chunks(self, skip: int) -> Iterator[Chunk]:
         """The input, about ``CHUNK_ROWS`` rows at a time, past the ``skip`` done ones."""
         for source in self.sources:
             if source.format == "jsonl":
-                for skipped, line_numbers, texts in source.line_blocks(skip, CHUNK_ROWS):
+                for skipped, line_numbers, texts, repeats in source.line_blocks(skip, CHUNK_ROWS):
                     if skipped:
                         skip -= skipped
                         self._handed += skipped
                         self.report.skipped += skipped
                     if texts:
-                        yield source.path, line_numbers, texts
+                        yield source.path, line_numbers, texts, repeats
                 continue
             lines: List[int] = []
             rows: List[Any] = []
-            for line, row in source.rows(skip, raw=True):
+            nths: Dict[int, int] = {}
+            for line, row, nth in source.rows(skip, raw=True):
                 if row is SKIPPED:
                     skip -= 1
                     self._handed += 1
                     self.report.skipped += 1
                     continue
+                if nth:
+                    nths[len(rows)] = nth
                 lines.append(line)
                 rows.append(row)
                 if len(rows) == CHUNK_ROWS:
-                    yield source.path, lines, rows
-                    lines, rows = [], []
+                    yield source.path, lines, rows, nths or None
+                    lines, rows, nths = [], [], {}
             if rows:
-                yield source.path, lines, rows
+                yield source.path, lines, rows, nths or None
         self._read_all = True
 
     def _hand_out(self, chunks: Iterator[Chunk]) -> None:
@@ -580,7 +632,9 @@ class ParallelImport:
         if self._rejects is not None:
             self._rejects.flush()  # refused rows below the checkpoint are on disk first
         complete = final and self._read_all and self._stop is None and low == self._handed
-        self.checkpoint.save(low, {"rows_in_flight": self._handed - low}, complete=complete)
+        self.checkpoint.save(
+            low, {"rows_in_flight": self._handed - low, "totals": self.report.totals()}, complete
+        )
         self._saved = low
         self._last_save = now
 

@@ -49,12 +49,17 @@ class Progress:
                 )
 
     def _estimate(self, rows: int) -> Optional[int]:
+        """The rows in the input: the rows the reader has read, over the bytes they took
+        (the compressed bytes, for a ``.gz`` file), times the bytes of the input. Not the
+        rows done: the reader runs ahead of them (by the window, and by the chunks the
+        workers hold), which made the estimate reach 100% at 60%."""
         if self.exact_total is not None:
             return self.exact_total
         read = sum(s.position for s in self.sources)
-        if read <= 0 or rows <= 0:
+        seen = sum(s.rows_seen for s in self.sources)
+        if read <= 0 or seen <= 0:
             return None
-        return max(rows, int(rows * self.bytes_total / read))
+        return max(rows, int(seen * self.bytes_total / read))
 
     def __call__(self, importer: Any) -> None:
         report = importer.report

@@ -6,16 +6,21 @@ mapping names (``userId=user_id,event=action``: wire field = source column). Col
 are neither wire fields nor mapped become ``properties`` (track, page, screen) or ``traits``
 (identify, group); a dotted column (``traits.email``) goes where it says.
 
-The message id of a row without one is derived from the event's *content only* (never the
-file, its path or the line), so the same row imported twice, from the same file or a copy
-elsewhere, has the same id and journy.io keeps it once.
+The message id of a row without one is derived from the event's *content* and the
+row's *occurrence* in its input (never the file, its path or the line): the first row with
+some content has the id of that content; an identical row after it (two page views in the
+same second) is a second event, and its id also takes its number, ``nth`` (1 for the second
+one, and so on). So the same rows imported twice, from the same file or a copy elsewhere
+in any order, have the same ids and journy.io keeps each once, and identical rows are
+not merged into one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import orjson
 
@@ -24,12 +29,16 @@ from journy_analytics._encoding import _FAST_OPTIONS, _default, to_jsonable
 from journy_analytics._errors import ValidationError
 
 __all__ = [
+    "COLUMN_TYPES",
     "SKIPPED",
     "TYPES",
+    "Occurrences",
     "Refusal",
     "RowMapper",
     "content_message_id",
+    "parse_column_types",
     "parse_mapping",
+    "timestamp_parser",
 ]
 
 # A reader yields this for a row a checkpoint says is done: counted, never decoded.
@@ -135,6 +144,106 @@ def parse_mapping(text: Optional[str]) -> List[Tuple[str, str]]:
     return pairs
 
 
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("not true/false, yes/no or 1/0")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, str):
+        value = value.strip()
+        number = float(value) if "." in value or "e" in value.lower() else int(value)
+    else:
+        number = value
+    if isinstance(number, float) and not number.is_integer():
+        raise ValueError("not a whole number")
+    return int(number)
+
+
+def _to_json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+# A CSV cell is a str: --column-type says what it holds (docs/import.md).
+COLUMN_TYPES: Dict[str, Callable[[Any], Any]] = {
+    "int": _to_int,
+    "float": lambda v: float(v.strip() if isinstance(v, str) else v),
+    "bool": _to_bool,
+    "str": str,
+    "json": _to_json,
+}
+
+
+def parse_column_types(text: Optional[str]) -> Dict[str, str]:
+    """``"amount=float,quantity=int"`` -> ``{"amount": "float", "quantity": "int"}``."""
+    types: Dict[str, str] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        column, sep, kind = part.partition("=")
+        column, kind = column.strip(), kind.strip()
+        if not sep or not column or not kind:
+            raise ValueError(
+                f"--column-type entry {part!r} is not COLUMN=TYPE (e.g. amount=float,quantity=int)"
+            )
+        if kind not in COLUMN_TYPES:
+            raise ValueError(
+                f"--column-type entry {part!r}: {kind!r} is not a type; use one of "
+                f"{', '.join(COLUMN_TYPES)}"
+            )
+        types[column] = kind
+    return types
+
+
+_UTC = dt.timezone.utc
+_FORMAT_HINT = "give a strptime format such as '%d/%m/%Y %H:%M', or epoch or epoch_ms"
+
+
+def timestamp_parser(fmt: str) -> Callable[[Any], Any]:
+    """``--timestamp-format``: a function from a cell to a datetime (UTC unless the format
+    reads an offset) that raises ValueError; ValueError here for a format that is none."""
+    if fmt in ("epoch", "epoch_ms"):
+        scale = 1000.0 if fmt == "epoch_ms" else 1.0
+
+        def from_epoch(value: Any) -> Any:
+            if isinstance(value, dt.datetime):
+                return value
+            number = float(value.strip()) if isinstance(value, str) else float(value)
+            try:
+                return dt.datetime.fromtimestamp(number / scale, tz=_UTC)
+            except (OverflowError, OSError) as exc:
+                raise ValueError(f"out of range ({exc})") from None
+
+        return from_epoch
+    if "%" not in fmt:
+        raise ValueError(f"--timestamp-format {fmt!r} has no % directive; {_FORMAT_HINT}")
+    try:
+        dt.datetime.strptime(dt.datetime(2001, 2, 3, 4, 5, 6).strftime(fmt), fmt)
+    except ValueError as exc:
+        raise ValueError(
+            f"--timestamp-format {fmt!r} is not usable ({exc}); {_FORMAT_HINT}"
+        ) from None
+
+    def from_format(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # already a date-time (a Parquet column)
+        moment = dt.datetime.strptime(value.strip(), fmt)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=_UTC)
+
+    return from_format
+
+
 def _missing(value: Any) -> bool:
     # An empty CSV cell, a null, a dataframe's NaN: the field is not there.
     return value is None or value == "" or (type(value) is float and math.isnan(value))
@@ -152,6 +261,46 @@ def content_message_id(canonical: bytes) -> str:
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
+class Occurrences:
+    """How many rows of one input came before a row with the same content: its ``nth``.
+
+    The readers count in input order, in the one process that reads, skipped rows too (a
+    resumed run numbers the rows as the first run did), whatever the number of workers.
+    ``key`` is the row as read (a JSONL line's bytes, a CSV record's cells). Only a 64-bit
+    hash of each distinct row is kept: about 70 bytes of memory per distinct row. Two
+    different rows whose hashes collide (odds about 1 in 400,000 for 10 million rows)
+    still get different ids (the id is of the content), one with a wrong ``nth``, which
+    may differ in another run (the hash is seeded per process): at worst that one row is
+    sent again by a re-import."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._again: Dict[int, int] = {}
+
+    def __call__(self, key: Any) -> int:
+        h = hash(key)
+        if h not in self._seen:
+            self._seen.add(h)
+            return 0
+        n = self._again.get(h, 0) + 1
+        self._again[h] = n
+        return n
+
+    def block(self, keys: Sequence[Any]) -> Optional[Dict[int, int]]:
+        """``{index: nth}`` for the keys of ``keys`` seen before (None: none was)."""
+        hashes = list(map(hash, keys))
+        seen = self._seen
+        if seen.isdisjoint(hashes) and len(set(hashes)) == len(hashes):
+            seen.update(hashes)  # the common case: every row of the block is new
+            return None
+        repeats = {}
+        for i, key in enumerate(keys):
+            n = self(key)
+            if n:
+                repeats[i] = n
+        return repeats or None
+
+
 def _canonical(fields: Dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(fields, default=_default, option=_CANONICAL)
@@ -165,13 +314,45 @@ class RowMapper:
     """Turn rows into ``(method name, keyword arguments)`` for ``Analytics``."""
 
     def __init__(
-        self, mapping: Sequence[Tuple[str, str]] = (), default_type: Optional[str] = None
+        self,
+        mapping: Sequence[Tuple[str, str]] = (),
+        default_type: Optional[str] = None,
+        *,
+        timestamp_format: Optional[str] = None,
+        column_types: Optional[Mapping[str, str]] = None,
     ) -> None:
         if default_type is not None and default_type not in TYPES:
             raise ValueError(f"type {default_type!r} is not one of {', '.join(TYPES)}")
         self.mapping = list(mapping)
         self.default_type = default_type
         self._mapped_columns = frozenset(column for _, column in self.mapping)
+        self.timestamp_format = timestamp_format
+        self._parse_time = None if timestamp_format is None else timestamp_parser(timestamp_format)
+        self.column_types = dict(column_types or {})
+        for column, kind in self.column_types.items():
+            if kind not in COLUMN_TYPES:
+                raise ValueError(
+                    f"column type {column}={kind}: use one of {', '.join(COLUMN_TYPES)}"
+                )
+        self._converters = [(c, k, COLUMN_TYPES[k]) for c, k in self.column_types.items()]
+
+    def _typed(self, row: Any) -> Any:
+        """The row with its typed columns converted (a copy); raises Refusal."""
+        if not isinstance(row, Mapping):
+            return row
+        typed = dict(row)
+        for column, kind, convert in self._converters:
+            value = typed.get(column)
+            if _missing(value):
+                continue
+            try:
+                typed[column] = convert(value)
+            except (ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
+                raise Refusal(
+                    "invalid",
+                    f"column {column}={value!r} is not a {kind} (column types: {column}={kind})",
+                ) from None
+        return typed
 
     def _fields(self, row: Mapping[str, Any]) -> Dict[str, Any]:
         """The row as wire fields (``userId``, ``properties``, ...) plus ``_extra`` columns."""
@@ -201,15 +382,23 @@ class RowMapper:
             fields["_extra"] = extra
         return fields
 
-    def call(self, row: Any) -> Tuple[str, Dict[str, Any]]:
-        """``(type, kwargs)`` with a ``message_id``; raises Refusal."""
-        if type(row) is dict and not self.mapping and _WIRE_KEYS.issuperset(row):
-            fast = self._spec_row(row)
+    def call(self, row: Any, nth: int = 0) -> Tuple[str, Dict[str, Any]]:
+        """``(type, kwargs)`` with a ``message_id``; raises Refusal. ``nth``: the rows with
+        the same content before this one in its input (see :class:`Occurrences`)."""
+        if self._converters:
+            row = self._typed(row)
+        if (
+            type(row) is dict
+            and not self.mapping
+            and self._parse_time is None
+            and _WIRE_KEYS.issuperset(row)
+        ):
+            fast = self._spec_row(row, nth)
             if fast is not None:
                 return fast
-        return self._call(row)
+        return self._call(row, nth)
 
-    def _spec_row(self, row: Dict[str, Any]) -> Optional[Tuple[str, Dict[str, Any]]]:
+    def _spec_row(self, row: Dict[str, Any], nth: int) -> Optional[Tuple[str, Dict[str, Any]]]:
         """The common case, a Segment-spec row holding only what its type takes, with its
         objects as objects: what :meth:`_call` does for it, without the per-column steps
         it cannot need (a backfill spends most of its time here). None: anything else,
@@ -227,9 +416,9 @@ class RowMapper:
         for key in _OBJECTS:
             if type(fields.get(key)) is str:
                 return None
-        return _finish(kind, fields)  # type: ignore[arg-type]
+        return _finish(kind, fields, nth)  # type: ignore[arg-type]
 
-    def _call(self, row: Any) -> Tuple[str, Dict[str, Any]]:
+    def _call(self, row: Any, nth: int = 0) -> Tuple[str, Dict[str, Any]]:
         if type(row) is not dict and not isinstance(row, Mapping):
             raise Refusal("not_an_object", f"a row must be an object, not {type(row).__name__}")
         if not self.mapping and _WIRE_KEYS.issuperset(row):
@@ -254,6 +443,17 @@ class RowMapper:
         original = fields.pop("_original_timestamp", None)
         if "timestamp" not in fields and original is not None:
             fields["timestamp"] = original
+        if self._parse_time is not None and "timestamp" in fields:
+            value = fields["timestamp"]
+            try:
+                fields["timestamp"] = self._parse_time(value)
+            except (ValueError, TypeError) as exc:
+                why = "" if "does not match" in str(exc) else f" ({exc})"
+                raise Refusal(
+                    "invalid",
+                    f"timestamp={value!r} does not match the timestamp format "
+                    f"{self.timestamp_format!r}{why}",
+                ) from None
         for word in _PLAIN_WORDS:
             if word in fields and word not in own and extra_goes_to is not None:
                 # A "name" column of a users export is a trait, not a page name.
@@ -277,12 +477,12 @@ class RowMapper:
         if not _ALLOWED[kind].issuperset(fields):
             wrong = sorted(set(fields) - _ALLOWED[kind])
             raise Refusal("invalid", f"{kind} takes no {', '.join(map(repr, wrong))} field")
-        return _finish(kind, fields)
+        return _finish(kind, fields, nth)
 
 
-def _finish(kind: str, fields: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+def _finish(kind: str, fields: Dict[str, Any], nth: int = 0) -> Tuple[str, Dict[str, Any]]:
     """The last steps for every row: the timestamp in wire form, the keyword arguments,
-    and the message id (the row's own, or one derived from its content)."""
+    and the message id (the row's own, or one derived from its content and ``nth``)."""
     timestamp = fields.get("timestamp")
     if timestamp is not None:
         try:
@@ -297,6 +497,9 @@ def _finish(kind: str, fields: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
             canonical = _canonical(fields)
         except ValidationError as exc:
             raise Refusal("invalid", str(exc)) from None
+        if nth:
+            # Not JSON after the canonical event: no single row's content gives these bytes.
+            canonical += b"\n%d" % nth
         kwargs["message_id"] = content_message_id(canonical)
     elif type(message_id) is not str:
         kwargs["message_id"] = str(message_id)
