@@ -25,7 +25,7 @@ import orjson
 
 from journy_analytics._errors import DeliveryError
 from journy_analytics._events import Emitter
-from journy_analytics._threads import signal_free
+from journy_analytics._threads import signal_free, user_code
 
 __all__ = ["DESTINATION_QUEUE_SIZE", "PLUGIN_TYPES", "PluginChain"]
 
@@ -288,17 +288,19 @@ class PluginChain:
     # -- called on the destination thread ----------------------------------------------------
 
     def _run_destinations(self, data: bytes) -> None:
-        for entry in self._destinations:
-            # Each destination decodes its own copy: one cannot change what the next sees.
-            event = orjson.loads(data)
-            handler = entry.handlers.get(event.get("type", ""))
-            if handler is None:
-                continue
-            try:
-                handler(event)
-            except Exception as exc:
-                self._count(self._errors, entry.name)
-                self._report(entry, exc, event, "journy.io delivery is not affected")
+        # Destinations are user code: a normal thread's signal mask (see _threads).
+        with user_code:
+            for entry in self._destinations:
+                # Each destination decodes its own copy: one cannot change what the next sees.
+                event = orjson.loads(data)
+                handler = entry.handlers.get(event.get("type", ""))
+                if handler is None:
+                    continue
+                try:
+                    handler(event)
+                except Exception as exc:
+                    self._count(self._errors, entry.name)
+                    self._report(entry, exc, event, "journy.io delivery is not affected")
 
 
 _live: weakref.WeakSet[_DestinationDispatcher] = weakref.WeakSet()

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from journy_analytics import _fork, _shutdown
 from journy_analytics._delivery import BatchResult, BatchSender
@@ -29,8 +29,8 @@ from journy_analytics._outcomes import Outcomes
 from journy_analytics._queue import EventQueue
 from journy_analytics._retry import RetryPolicy
 from journy_analytics._senders import SenderPool
-from journy_analytics._threads import signal_free
-from journy_analytics._transport import HttpClient
+from journy_analytics._threads import signal_free, user_code
+from journy_analytics._transport import HttpClient, Response
 from journy_analytics._types import Batch, Callback, Cause, Item
 
 __all__ = ["Worker", "WorkerConfig"]
@@ -71,7 +71,7 @@ class Worker:
         self._emitter = emitter
         self._transport: Optional[HttpClient] = None
         self._user_transport: Optional[HttpClient] = (
-            None if config.owns_transport else config.make_transport()
+            None if config.owns_transport else _UserTransport(config.make_transport())
         )
         self._reset(config.spool_path)
         self._replay()
@@ -555,6 +555,24 @@ class Worker:
 
 
 _DONE = -1.0
+
+
+class _UserTransport:
+    """A user's ``http_client`` is user code: it runs with a normal thread's signal mask
+    (see ``_threads``), like callbacks and handlers."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: HttpClient) -> None:
+        self._inner = inner
+
+    def send(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
+        with user_code:
+            return self._inner.send(url, body, headers, timeout)
+
+    def close(self) -> None:
+        with user_code:
+            self._inner.close()
 
 
 def _remaining(deadline: Optional[float], cap: float) -> float:
