@@ -23,6 +23,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import orjson
 
+from journy_analytics import _fork
 from journy_analytics._errors import DeliveryError
 from journy_analytics._events import Emitter
 from journy_analytics._threads import signal_free, user_code
@@ -312,8 +313,9 @@ def _after_fork_in_child() -> None:
         dispatcher._chain._after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# Through _fork: it runs for a fork Python saw (os.register_at_fork) and for one it did not
+# (noticed by flush, close, stats, the exit flush and the event methods).
+_fork.register(_after_fork_in_child)
 
 
 class _DestinationDispatcher:

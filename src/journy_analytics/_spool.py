@@ -38,6 +38,9 @@ class SpoolLockedError(ValueError):
 class Spool:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
+        # The connection and the lock belong to this process: a forked child must never
+        # write through them (the worker resets on a fork; this is the last guard).
+        self._owner = os.getpid()
         self._lock = threading.Lock()
         self._lock_file: Optional[IO[str]] = None
         self._acquire_process_lock()
@@ -107,10 +110,18 @@ class Spool:
                     raise
         return [bytes(row[0]) for row in rows]
 
+    def _check_owner(self) -> None:
+        if os.getpid() != self._owner:
+            raise SpoolError(
+                f"spool {self.path} belongs to process {self._owner}; a forked child "
+                "keeps its events in memory"
+            )
+
     def append(self, first_position: int, bodies: Sequence[bytes]) -> None:
         """One transaction for many events: the group commit."""
         if not bodies:
             return
+        self._check_owner()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -126,6 +137,7 @@ class Spool:
     def remove(self, first_position: int, end_position: int) -> None:
         """Forget positions [first, end): the server acknowledged them (or refused them for
         good, which was reported)."""
+        self._check_owner()
         with self._lock:
             self._db.execute(
                 "DELETE FROM spool WHERE position >= ? AND position < ?",
@@ -133,6 +145,9 @@ class Spool:
             )
 
     def close(self) -> None:
+        if os.getpid() != self._owner:
+            self.abandon()
+            return
         with self._lock:
             try:
                 self._db.close()
@@ -140,5 +155,14 @@ class Spool:
                 self._release_process_lock()
 
     def abandon(self) -> None:
-        """In a forked child: the parent owns the file and the connection; touch neither."""
+        """In a forked child: the parent owns the file and the connection; touch neither.
+
+        Not even by freeing it: freeing a connection closes it, and closing runs SQLite in
+        the child on the parent's file (a WAL checkpoint) and takes the connection's mutex,
+        which a parent thread may have held at the fork (the child then hangs at exit).
+        So the child keeps one reference to it for ever: a few KB of the parent's memory
+        it already has."""
+        import ctypes  # only here: a forked child, once per spool
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._db))
         self._lock_file = None

@@ -348,6 +348,10 @@ class Worker:
         return current is self._dispatcher or self._pool.owns(current)
 
     def flush(self, timeout: Optional[float]) -> bool:
+        # Every entry point but put() (the event methods check before they build an
+        # event) notices a fork Python did not see: the child must not wait for, report or
+        # spool the parent's events.
+        _fork.check()
         if self._in_worker_thread():
             # A handler or callback: waiting would wait on itself.
             _notices.log(
@@ -421,6 +425,7 @@ class Worker:
         Past the deadline, retries and backoff waits are cut short, what is still queued or
         in flight is reported (``closed``, or kept in the spool), and it returns False.
         """
+        _fork.check()
         with self._lock:
             self._stopping = True
             self._outcomes.settled.notify_all()  # callers waiting for room give up now
@@ -516,6 +521,7 @@ class Worker:
     def retire(self) -> None:
         """The client is gone (garbage collected without close_and_flush): deliver what
         it queued in the background, then stop the threads."""
+        _fork.check()
         with self._lock:
             self._stopping = True
             self._retired = True
@@ -529,12 +535,14 @@ class Worker:
     def terminating(self, budget: float) -> None:
         """SIGTERM with an app handler to chain to: from now on every event is sent at
         once, and each call waits (within ``budget`` seconds in all) for its delivery."""
+        _fork.check()
         self._eager_deadline = time.monotonic() + budget
         self._wake.set()
 
     # -- figures -------------------------------------------------------------------------
 
     def stats(self) -> Dict[str, Any]:
+        _fork.check()
         with self._lock:
             figures = self._outcomes.figures()
             queued = len(self._queue)

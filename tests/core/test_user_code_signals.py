@@ -204,4 +204,3 @@ def test_a_process_started_from_a_callback_run_by_aclose_dies_on_terminate(
     asyncio.run(close())
     spawned.assert_child_is_a_normal_process()
     assert spawned.threads == ["journy-aclose"]
-
