@@ -42,6 +42,7 @@ class Spool:
         # write through them (the worker resets on a fork; this is the last guard).
         self._owner = os.getpid()
         self._lock = threading.Lock()
+        self._closed = False
         self._lock_file: Optional[IO[str]] = None
         self._acquire_process_lock()
         try:
@@ -74,6 +75,11 @@ class Spool:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
+            if holder == str(os.getpid()):
+                raise SpoolLockedError(
+                    f"spool={self.path!r} is in use by another client in this process; "
+                    "close_and_flush() it before opening a new client on the same path"
+                ) from None
             raise SpoolLockedError(
                 f"spool={self.path!r} is in use by process {holder}; a spool belongs to one "
                 "process at a time: give each process its own path (e.g. include os.getpid())"
@@ -136,9 +142,12 @@ class Spool:
 
     def remove(self, first_position: int, end_position: int) -> None:
         """Forget positions [first, end): the server acknowledged them (or refused them for
-        good, which was reported)."""
+        good, which was reported). A no-op once closed: a new client took the file
+        over (see ``Journal``), and these rows are re-sent by it."""
         self._check_owner()
         with self._lock:
+            if self._closed:
+                return
             self._db.execute(
                 "DELETE FROM spool WHERE position >= ? AND position < ?",
                 (first_position, end_position),
@@ -149,6 +158,9 @@ class Spool:
             self.abandon()
             return
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 self._db.close()
             finally:
