@@ -153,6 +153,50 @@ def test_spool_failing_at_run_time_is_reported_and_nothing_is_lost(tmp_path: Pat
         assert c.unique_message_ids() == {f"r{i}" for i in range(10)}
 
 
+def test_a_full_disk_is_reported_as_such_and_nothing_is_lost(tmp_path: Path) -> None:
+    # The disk fills while the client runs: SQLite answers SQLITE_FULL and rolls the
+    # transaction back itself. The report used to be our own failing ROLLBACK ("cannot
+    # rollback - no transaction is active"), hiding the cause. A full disk is simulated
+    # deterministically by capping the file at its current size (max_page_count).
+    with CollectorThread() as c:
+        a = Analytics(write_key="k", host=c.url, spool=str(tmp_path / "s.db"), flush_interval=0.01)
+        errors: List[DeliveryError] = []
+        a.on("error", errors.append)
+        a.track(user_id="u", event="E", message_id="before")
+        assert a.flush(10)
+        spool = a._worker._journal._spool
+        assert spool is not None
+        with spool._lock:
+            pages = spool._db.execute("PRAGMA page_count").fetchone()[0]
+            spool._db.execute(f"PRAGMA max_page_count = {pages}")
+        big = "x" * 20_000  # more than the free room in the capped file
+        for i in range(10):
+            a.track(user_id="u", event="E", message_id=f"f{i}", properties={"blob": big})
+        assert a.close_and_flush(10)
+        failures = [e for e in errors if e.code == "spool_failure"]
+        assert len(failures) == 1, [e.reason for e in errors]
+        reason = failures[0].reason
+        assert "disk is full" in reason and "free space" in reason, reason
+        assert "no transaction is active" not in reason, reason
+        assert "disk is full" in a.stats()["spool"]["error"]
+        # Nothing is lost: the events stay in memory and are delivered.
+        assert c.unique_message_ids() == {"before"} | {f"f{i}" for i in range(10)}
+
+
+def test_disk_full_errors_are_told_apart_from_other_spool_failures() -> None:
+    import errno
+    import sqlite3
+
+    from journy_analytics._spool import describe_failure
+
+    assert "disk is full" in describe_failure("p", OSError(errno.ENOSPC, "No space left"))
+    assert "disk is full" in describe_failure(
+        "p", sqlite3.OperationalError("database or disk is full")
+    )
+    other = describe_failure("p", sqlite3.OperationalError("database is locked"))
+    assert "disk is full" not in other and "database is locked" in other
+
+
 def test_close_timeout_keeps_undelivered_events_for_the_next_run(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
     with CollectorThread() as c:

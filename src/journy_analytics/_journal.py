@@ -25,7 +25,7 @@ from journy_analytics import _fork
 from journy_analytics._delivery import BatchResult
 from journy_analytics._logs import logger
 from journy_analytics._queue import EventQueue
-from journy_analytics._spool import Spool, SpoolError, SpoolLockedError
+from journy_analytics._spool import Spool, SpoolError, SpoolLockedError, describe_failure
 from journy_analytics._types import Batch, Cause
 
 __all__ = ["HANDOVER_WAIT", "Journal"]
@@ -205,7 +205,7 @@ class Journal:
     def _failed(self, exc: BaseException) -> None:
         spool, self._spool = self._spool, None
         path = spool.path if spool is not None else self._path
-        self._error = f"spool {path} failed: {exc}"
+        self._error = describe_failure(str(path), exc)
         self._on_failure(self._error)
 
     def figures(self) -> Dict[str, Any]:

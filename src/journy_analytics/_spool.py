@@ -11,13 +11,14 @@ killed (``kill -9``, a crash, OOM); the last commits may be lost on power failur
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
 import threading
 from typing import IO, List, Optional, Sequence
 
-__all__ = ["Spool", "SpoolError", "SpoolLockedError"]
+__all__ = ["Spool", "SpoolError", "SpoolLockedError", "describe_failure"]
 
 logger = logging.getLogger("journy_analytics")
 
@@ -33,6 +34,36 @@ class SpoolError(Exception):
 
 class SpoolLockedError(ValueError):
     """Another live process holds this spool path."""
+
+
+_SQLITE_FULL = 13
+_DISK_FULL_ERRNOS = {
+    code for code in (getattr(errno, n, None) for n in ("ENOSPC", "EDQUOT", "EFBIG")) if code
+}
+
+
+def describe_failure(path: str, exc: BaseException) -> str:
+    """What went wrong with the spool file, with what to do about it where we can tell."""
+    if _disk_full(exc):
+        return (
+            f"spool {path} failed: the disk is full ({exc}); free space on that disk, or "
+            "point spool= at a disk with room"
+        )
+    return f"spool {path} failed: {exc}"
+
+
+def _disk_full(exc: BaseException) -> bool:
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
+            return True
+        if isinstance(seen, sqlite3.Error) and (
+            getattr(seen, "sqlite_errorcode", None) == _SQLITE_FULL  # Python 3.11+
+            or "database or disk is full" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Spool:
@@ -58,7 +89,7 @@ class Spool:
             self._db.execute("PRAGMA quick_check").fetchone()
         except sqlite3.Error as exc:
             self._release_process_lock()
-            raise SpoolError(f"cannot use spool file {self.path}: {exc}") from exc
+            raise SpoolError(describe_failure(self.path, exc)) from exc
 
     def _acquire_process_lock(self) -> None:
         if fcntl is None:
@@ -112,7 +143,7 @@ class Spool:
                     )
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise
         return [bytes(row[0]) for row in rows]
 
@@ -137,8 +168,19 @@ class Spool:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
+
+    def _rollback(self) -> None:
+        """Undo a failed transaction without hiding why it failed. SQLite has already rolled
+        it back after some errors (a full disk, an I/O error): a ROLLBACK then raises "no
+        transaction is active", which used to replace the real cause."""
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.debug("rolling back the spool transaction failed", exc_info=True)
 
     def remove(self, first_position: int, end_position: int) -> None:
         """Forget positions [first, end): the server acknowledged them (or refused them for
