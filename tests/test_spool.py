@@ -387,10 +387,11 @@ def test_a_late_answer_after_close_removes_its_rows(tmp_path: Path, scripted: An
     a.on("error", errors.append)
     for i in range(5):
         a.track(user_id="u", event="E", message_id=f"late{i}")
-    time.sleep(0.2)  # the batch is on the wire
+    assert _wait_until(lambda: len(server.client_ports) >= 1, 20)  # the batch is on the wire
     assert a.close_and_flush(timeout=0.2) is False
     assert a.stats()["kept_in_spool"] == 5
-    time.sleep(1.5)  # the server answers 200 after the close
+    # The server answers 200 after the close; the client then removes the rows.
+    assert _wait_until(lambda: a._worker._outcomes.quiet(), 20)
     assert not any(e.code == "spool_failure" for e in errors), [e.reason for e in errors]
     assert [e["messageId"] for e in server.events()] == [f"late{i}" for i in range(5)]
     b = Analytics(write_key="k", host=server.url, spool=path, flush_interval=0.01)

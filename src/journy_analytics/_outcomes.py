@@ -349,7 +349,8 @@ def _ack_rows(items: List[Item]) -> bool:
 
 def _call(callback: Callback, error: Optional[BaseException], message: Dict[str, Any]) -> None:
     try:
-        with user_code:  # a no-op switch inside the reporting loops above
-            callback(error, message)
+        # Callers run it inside ``with user_code`` (the reporting loops), or in the
+        # caller's own thread (overflow).
+        callback(error, message)
     except BaseException:  # even SystemExit: it must not unwind a worker thread's accounting
         logger.exception("an event callback raised; carrying on")
