@@ -71,7 +71,11 @@ def request_error(
         method.lower(),
         path,
         args=query or {},
-        data=None if body is None else json.dumps(body).encode(),
+        data=None
+        if body is None
+        else bytes(body)
+        if isinstance(body, (bytes, bytearray))
+        else json.dumps(body).encode(),
         content_type="application/json",
     )
     try:

@@ -336,6 +336,11 @@ def _check_rate_limit(api: RestHttp, clock: FakeClock) -> None:
             "properties.x",
         ),
         (
+            "/users/upsert",
+            {"identification": {"userId": "u"}, "properties": {"x": [1, None]}},
+            "properties.x",
+        ),
+        (
             "/accounts/upsert",
             {"identification": {"domain": "https://acme.com"}},
             "identification.domain",

@@ -19,6 +19,7 @@ from schemathesis.core import NOT_SET
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
+    positive_data_acceptance,
     response_schema_conformance,
 )
 from tests.collector.rest_contract import DOCUMENT, check_response, request_error
@@ -85,7 +86,21 @@ def _only_metadata_ambiguity(case: Case) -> bool:
     return _document_accepts(case, {k: v for k, v in body.items() if k != "metadata"})
 
 
-def _excluded_checks(case: Case, status: int) -> list[Any]:
+def _only_missing_ids(response: Any) -> bool:
+    """Flaw of the document: "requires a userId, email or both" (and accountId/domain,
+    user/account) is written as ``minProperties: 1`` on an object that admits any other
+    property, so ``{"": null}`` passes the schema while naming nobody. True when the
+    collector's 400 names nothing else: every field error is an identification without
+    any of its ids."""
+    try:
+        fields = response.json()["errors"]["fields"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return bool(fields) and all(str(m).startswith("needs ") for m in fields.values())
+
+
+def _excluded_checks(case: Case, response: Any) -> list[Any]:
+    status = response.status_code
     excluded: list[Any] = []
     if case.path == "/accounts/users/remove" and status == 204:
         # Flaw of the document: its 204 declares an application/json body, but a 204
@@ -95,6 +110,14 @@ def _excluded_checks(case: Case, status: int) -> list[Any]:
         excluded += [content_type_conformance, response_schema_conformance]
     if 200 <= status < 300 and (_only_metadata_ambiguity(case) or _mutation_is_not_invalid(case)):
         excluded.append(negative_data_rejection)
+    if status == 400 and _only_missing_ids(response):
+        excluded.append(positive_data_acceptance)
+    if status == 400 and not _mutation_is_not_invalid(case):
+        # Not a flaw of the document but of older fuzzers: schemathesis 4.4 (the last
+        # release for Python 3.9) generates "valid" identifications as {} although the
+        # document says minProperties: 1. When openapi-core, reading the document, finds
+        # the request invalid, it is no positive data and the collector's 400 is right.
+        excluded.append(positive_data_acceptance)
     return excluded
 
 
@@ -107,7 +130,7 @@ def fuzz_url() -> Iterator[str]:
 
 @SCHEMA.parametrize()
 @settings(
-    max_examples=30,
+    max_examples=50,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     derandomize=True,
@@ -126,4 +149,4 @@ def test_fuzz_rest_api(case: Case, fuzz_url: str) -> None:
             response.content,
             {k: str(v) for k, v in (case.query or {}).items()},
         )
-    case.validate_response(response, excluded_checks=_excluded_checks(case, response.status_code))
+    case.validate_response(response, excluded_checks=_excluded_checks(case, response))
