@@ -132,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "(repeatable; default: every domain)",
     )
     faults = col.add_argument_group(
-        "fault injection", "off by default; applies to ingest requests only"
+        "fault injection", "off by default; applies to ingest and REST API requests"
     )
     faults.add_argument(
         "--fail-rate",

@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import pytest
+import urllib3
 from tests.collector.rest_contract import DOCUMENT, RestHttp
 
-from journy_analytics.collector import CollectorThread, RestSettings
+from journy_analytics.collector import CollectorThread, Faults, RestSettings
 from journy_analytics.collector._rest_auth import OPERATION_PERMISSIONS, PERMISSIONS
 
 
@@ -439,3 +440,46 @@ def test_an_api_key_sent_to_the_batch_path_is_redacted_too(http: Any) -> None:
     [summary] = http.get("/api/inspector/events").json()["events"]
     detail = http.get(f"/api/inspector/events/{summary['seq']}").json()
     assert detail["request"]["headers"]["X-Api-Key"] == "[redacted]"
+
+
+# -- fault injection ------------------------------------------------------------------------
+
+
+def _raw_upsert(url: str, body: Any) -> Any:
+    """Not contract-checked: injected faults answer what the document does not list."""
+    return urllib3.request(
+        "POST", url + "/users/upsert", json=body, headers={"X-Api-Key": "k"}, retries=False
+    )
+
+
+def test_fault_injection_applies_to_rest_calls() -> None:
+    body = {"identification": {"userId": "u"}, "properties": {"a": 1}}
+    with CollectorThread(faults=Faults(retry_after_rate=1.0, retry_after=3)) as c:
+        limited = RestHttp(c.url).post("/users/upsert", body)  # contract-checked: a 429
+        assert limited.status == 429 and limited.headers["Retry-After"] == "3"
+        c.set_faults(fail_rate=1.0, fail_status=503, retry_after_rate=0.0)
+        failed = _raw_upsert(c.url, body)
+        assert failed.status == 503
+        assert failed.json()["message"] == "fault injected by the collector"
+        assert "X-RateLimit-Remaining" in failed.headers
+        c.set_faults(Faults(reset_rate=1.0, reset_when="before"))
+        with pytest.raises(urllib3.exceptions.ProtocolError):
+            urllib3.request(
+                "POST",
+                c.url + "/users/upsert",
+                json=body,
+                headers={"X-Api-Key": "k"},
+                retries=False,
+            )
+        assert c.user("u") is None  # nothing stored, nothing answered
+        c.set_faults(Faults(reset_rate=1.0, reset_when="after"))
+        with pytest.raises(urllib3.exceptions.ProtocolError):
+            urllib3.request(
+                "POST",
+                c.url + "/users/upsert",
+                json=body,
+                headers={"X-Api-Key": "k"},
+                retries=False,
+            )
+        assert c.user("u")["traits"] == {"a": 1}  # stored, then the connection dropped
+        assert c.stats()["faults"] == {"failed": 1, "rate_limited": 1, "reset": 2}

@@ -31,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from journy_analytics.collector import _rest_store as ops
+from journy_analytics.collector._faults import Decision, FaultInjector
 from journy_analytics.collector._ingest import MAX_BODY_BYTES
 from journy_analytics.collector._rest_auth import (
     DEFAULT_API_RATE_LIMIT,
@@ -434,6 +435,7 @@ def _endpoint(
     settings: RestSettings,
     store: Store,
     on_stored: Callable[[], None],
+    faults: Optional[FaultInjector],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     permission = OPERATION_PERMISSIONS[(method, path)]
     operation = _OPERATIONS[(method, path)]
@@ -495,30 +497,61 @@ def _endpoint(
             return _response(_Answer(400, message), request_id, rate, errors=errors), raw
         return _response(result, request_id, rate), raw
 
+    async def injected(request: web.Request, request_id: str, decision: Decision) -> web.Response:
+        """The answer fault injection (``--fail-rate``, ``--retry-after-rate``...) gives."""
+        rate = (limit, limiter.remaining(request.headers.get("X-Api-Key")))
+        if decision.rate_limited:
+            await _wait(store.count({"faults.rate_limited": 1}))
+            return _response(
+                _Answer(429, "rate limited (fault injected by the collector)"),
+                request_id,
+                rate,
+                headers={"Retry-After": str(decision.retry_after)},
+            )
+        await _wait(store.count({"faults.failed": 1}))
+        status = decision.fail_status or 500
+        return _response(_Answer(status, "fault injected by the collector"), request_id, rate)
+
     async def endpoint(request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
-        try:
-            response, raw = await answer(request, request_id)
-        except Exception:
-            _log.exception("collector: %s failed", name)
-            response = _response(
-                _Answer(500, "the collector failed on this request (see its log)"),
-                request_id,
-                (limit, limiter.remaining(request.headers.get("X-Api-Key"))),
-            )
-            raw = b""
+        decision = faults.decide() if faults is not None else Decision()
+        if decision.delay > 0:
+            await _wait(store.count({"faults.delayed": 1}))
+            await asyncio.sleep(decision.delay)
+        raw = b""
+        if decision.rate_limited or decision.fail_status is not None:
+            response = await injected(request, request_id, decision)
+        elif decision.reset and not decision.reset_after_store:
+            response = None
+        else:
+            try:
+                response, raw = await answer(request, request_id)
+            except Exception:
+                _log.exception("collector: %s failed", name)
+                response = _response(
+                    _Answer(500, "the collector failed on this request (see its log)"),
+                    request_id,
+                    (limit, limiter.remaining(request.headers.get("X-Api-Key"))),
+                )
+        if decision.reset or response is None:
+            await _wait(store.count({"faults.reset": 1}))
         message = ""
-        if response.body is not None and isinstance(response.body, bytes):
+        if response is not None and isinstance(response.body, bytes):
             message = str(orjson.loads(response.body).get("message", ""))
         call = {
             "method": method,
             "path": path,
-            "status": response.status,
+            "status": 0 if decision.reset else response.status if response else 0,
             "requestId": request_id,
-            "message": message,
+            "message": "connection reset (fault injected)" if decision.reset else message,
             "body": raw or None,
         }
         await _wait(store.rest_write(lambda tx: ops.log_call(tx.conn, call)))
+        if decision.reset or response is None:
+            # The client sees the connection close with no answer.
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
         return response
 
     return endpoint
@@ -540,11 +573,17 @@ _STORE: web.AppKey[Store] = web.AppKey("journy_rest_store", Store)
 
 
 def add_rest_routes(
-    app: web.Application, settings: RestSettings, store: Store, on_stored: Callable[[], None]
+    app: web.Application,
+    settings: RestSettings,
+    store: Store,
+    on_stored: Callable[[], None],
+    faults: Optional[FaultInjector] = None,
 ) -> None:
     """Serve every path of journy.io's REST API, and the inspector's feed of its calls
-    (``GET /api/inspector/rest``)."""
+    (``GET /api/inspector/rest``). ``faults``, when given, injects faults into its calls
+    as into the batch path's."""
     app[_STORE] = store
     for method, path in OPERATION_PERMISSIONS:
-        app.router.add_route(method, path, _endpoint(method, path, settings, store, on_stored))
+        endpoint = _endpoint(method, path, settings, store, on_stored, faults)
+        app.router.add_route(method, path, endpoint)
     app.router.add_get("/api/inspector/rest", _inspector_calls)

@@ -647,7 +647,7 @@ def create_app(state: CollectorState) -> web.Application:
     app.router.add_post("/api/faults", _set_faults)
     app.router.add_delete("/api/faults", _clear_faults)
     app.router.add_post("/api/reset", _reset)
-    add_rest_routes(app, state.rest, state.store, live.notify)  # journy.io's REST API
+    add_rest_routes(app, state.rest, state.store, live.notify, state.faults)  # journy.io's REST API
     return app
 
 
