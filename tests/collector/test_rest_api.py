@@ -375,6 +375,19 @@ def test_validation_errors_in_the_documents_shape(
     assert errors["parameters"] == {"header": {}, "query": {}, "path": {}}
 
 
+def test_large_bodies_are_read_whole_and_oversized_ones_refused(
+    api: RestHttp, rest_collector: CollectorThread
+) -> None:
+    properties = {f"p{i}": "x" * 1000 for i in range(400)}  # about 400 KB
+    upsert = {"identification": {"userId": "big"}, "properties": properties}
+    assert api.post("/users/upsert", upsert).status == 201
+    assert rest_collector.user("big")["traits"]["p399"] == "x" * 1000
+    upsert["properties"]["p400"] = "x" * 200_000
+    refused = api.post("/users/upsert", upsert)
+    assert refused.status == 400
+    assert "over 512000 bytes" in refused.json()["errors"]["fields"]["body"]
+
+
 def test_malformed_bodies_are_400(api: RestHttp) -> None:
     for raw in (b"{", b"[]", b"", b"\xff\xfe"):
         answer = api.post("/users/upsert", raw=raw)

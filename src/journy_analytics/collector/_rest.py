@@ -410,13 +410,20 @@ def _response(
 async def _read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise _Invalid({"body": f"is over {MAX_BODY_BYTES} bytes"})
-    try:
-        raw = await request.content.read(MAX_BODY_BYTES + 1)
-    except (ConnectionError, asyncio.IncompleteReadError):
-        raise _Invalid({"body": "the connection closed before the body was read"}) from None
-    if len(raw) > MAX_BODY_BYTES:
-        raise _Invalid({"body": f"is over {MAX_BODY_BYTES} bytes"})
-    return raw
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            # read(n) answers what has arrived, up to n: a large body takes several.
+            chunk = await request.content.read(64 * 1024)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            raise _Invalid({"body": "the connection closed before the body was read"}) from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Invalid({"body": f"is over {MAX_BODY_BYTES} bytes"})
+        chunks.append(chunk)
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
