@@ -13,7 +13,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from journy_analytics import Analytics
-from journy_analytics.cli import _demo_calls
+from journy_analytics._cli.demo import demo_calls as _demo_calls
 from journy_analytics.collector import CollectorThread
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "inspector.png"

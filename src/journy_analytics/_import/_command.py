@@ -154,6 +154,7 @@ def add_import_command(sub: Any) -> None:
         default="auto",
         help="auto: a bar on a terminal (with the import extra), a line every 5 s otherwise",
     )
+    p.set_defaults(handler=run_import_command)
 
 
 def _shown(host: str, path: str) -> str:
