@@ -9,6 +9,7 @@ import pytest
 
 from journy_analytics.collector import Store
 from journy_analytics.collector._ingest import prepare_batch
+from journy_analytics.collector._store.writer import Writer
 
 
 def batch(*events: dict[str, Any]) -> list[Any]:
@@ -59,19 +60,19 @@ def test_reset_inside_a_group_commit(store):
 def test_a_failed_transaction_leaves_neither_rows_nor_cached_changes(store, monkeypatch):
     store.ingest(batch(identify("a", "u", n=1))).result()
     calls = {"n": 0}
-    original = Store._ingest
+    original = Writer.ingest
 
-    def failing(self: Store, tx: Any, *args: Any) -> Any:
+    def failing(self: Writer, tx: Any, *args: Any) -> Any:
         result = original(self, tx, *args)
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("boom")
         return result
 
-    monkeypatch.setattr(Store, "_ingest", failing)
+    monkeypatch.setattr(Writer, "ingest", failing)
     with pytest.raises(RuntimeError):
         store.ingest(batch(identify("b", "u", n=2, gone=True))).result()
-    monkeypatch.setattr(Store, "_ingest", original)
+    monkeypatch.setattr(Writer, "ingest", original)
     assert store.user("u").result()["traits"] == {"n": 1}
     store.ingest(batch(identify("c", "u", m=3))).result()
     assert store.user("u").result()["traits"] == {"n": 1, "m": 3}

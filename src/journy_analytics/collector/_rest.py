@@ -30,7 +30,6 @@ from typing import (
 import orjson
 from aiohttp import web
 
-from journy_analytics.collector import _rest_store as ops
 from journy_analytics.collector._faults import Decision, FaultInjector
 from journy_analytics.collector._ingest import MAX_BODY_BYTES
 from journy_analytics.collector._rest_auth import (
@@ -44,6 +43,7 @@ from journy_analytics.collector._rest_auth import (
     parse_rate_limit,
 )
 from journy_analytics.collector._store import Store
+from journy_analytics.collector._store import rest as ops
 
 __all__ = ["MAX_USERS_PER_CALL", "RestSettings", "add_rest_routes"]
 

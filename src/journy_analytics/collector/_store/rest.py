@@ -1,7 +1,8 @@
 """What the REST API's calls do to the collector's store (journy.io's REST semantics).
 
-Each write runs on the store's thread inside one write transaction (``Store.rest_write``),
-after the transaction wrote what earlier jobs gathered, so plain SQL sees everything.
+Each write runs on the store's thread inside one write transaction (``Store.rest_write``,
+``writer.py``), after the transaction wrote what earlier jobs gathered, so plain SQL sees
+everything.
 
 - Upserts, memberships added and ``/track`` become the events a batch would carry
   (identify, group, track), stored through the batch path's own ``ingest``: profiles,
@@ -27,7 +28,7 @@ import orjson
 from journy_analytics.collector._ingest import PreparedEvent
 
 if TYPE_CHECKING:
-    from journy_analytics.collector._store import IngestResult, _Transaction
+    from journy_analytics.collector._store.writer import IngestResult, Transaction
 
 __all__ = [
     "REST_SCHEMA",
@@ -143,7 +144,7 @@ def _event(
 
 
 def store_events(
-    tx: _Transaction, ingest: Ingest, call: str, body: Mapping[str, Any], meta: Mapping[str, Any]
+    tx: Transaction, ingest: Ingest, call: str, body: Mapping[str, Any], meta: Mapping[str, Any]
 ) -> int:
     """The events a write call means, stored; returns how many. ``call`` is
     ``"POST /users/upsert"`` and the like, ``body`` the validated request body."""
@@ -221,7 +222,7 @@ def store_events(
 # -- writes that change rows -----------------------------------------------------------
 
 
-def remove_members(tx: _Transaction, body: Mapping[str, Any]) -> int:
+def remove_members(tx: Transaction, body: Mapping[str, Any]) -> int:
     """Ends the memberships named; returns how many there were."""
     conn = tx.conn
     aid = account_id_of(conn, body["account"])
@@ -260,7 +261,7 @@ def _drop_events(conn: sqlite3.Connection, column: str, value: str) -> int:
     return conn.execute(f"DELETE FROM events WHERE {column} = ?", (value,)).rowcount
 
 
-def delete_user(tx: _Transaction, body: Mapping[str, Any]) -> dict[str, Any]:
+def delete_user(tx: Transaction, body: Mapping[str, Any]) -> dict[str, Any]:
     """Erases the user: its row, events, memberships and aliases."""
     conn = tx.conn
     uid = user_id_of(conn, body["identification"])
@@ -273,7 +274,7 @@ def delete_user(tx: _Transaction, body: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": uid, "found": bool(found), "events": events}
 
 
-def delete_account(tx: _Transaction, body: Mapping[str, Any]) -> dict[str, Any]:
+def delete_account(tx: Transaction, body: Mapping[str, Any]) -> dict[str, Any]:
     """Erases the account: its row, memberships and the events in its context."""
     conn = tx.conn
     aid = account_id_of(conn, body["identification"])
@@ -286,7 +287,7 @@ def delete_account(tx: _Transaction, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def link(
-    tx: _Transaction, ingest: Ingest, body: Mapping[str, Any], meta: Mapping[str, Any]
+    tx: Transaction, ingest: Ingest, body: Mapping[str, Any], meta: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Merges the anonymous profile of ``deviceId`` into the user: its anonymous events,
     traits (the user's win) and memberships move to the user, and an alias records the
