@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from typing import Any
 
 import pytest
@@ -78,6 +79,34 @@ def test_a_failed_transaction_leaves_neither_rows_nor_cached_changes(store, monk
     assert store.user("u").result()["traits"] == {"n": 1, "m": 3}
 
 
+def test_one_failing_write_does_not_sink_the_others_of_its_group(store):
+    started, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        assert release.wait(30)
+
+    # The database thread waits in `hold` while three writes queue up behind it: they
+    # make one group, whose transaction fails on the middle one.
+    held = store.rest_read(hold)
+    assert started.wait(30)
+
+    def broken(tx: Any) -> None:
+        raise ValueError("a write that fails")
+
+    before = store.ingest(batch(identify("a", "u", n=1)))
+    failing = store.rest_write(broken)
+    after = store.ingest(batch(identify("b", "v", n=2)))
+    release.set()
+    held.result()
+    assert before.result().stored == 1
+    with pytest.raises(ValueError, match="a write that fails"):
+        failing.result()
+    assert after.result().stored == 1
+    assert store.message_ids().result() == {"a", "b"}
+    assert store.user("u").result()["traits"] == {"n": 1}
+
+
 def test_counts_profile_events_like_the_event_table(store):
     store.ingest(
         batch(
@@ -138,3 +167,13 @@ def test_a_database_of_an_earlier_collector_is_migrated(tmp_path):
         assert store.user("u").result()["events"] == 3
     finally:
         store.close()
+
+
+def test_a_call_after_close_raises_instead_of_waiting_forever():
+    store = Store(":memory:")
+    store.close()
+    assert store.closed
+    for call in (lambda: store.user("u"), lambda: store.ingest(batch(identify("a", "u")))):
+        with pytest.raises(RuntimeError, match="the collector store is closed"):
+            call()
+    store.close()  # a second close is a no-op
