@@ -30,6 +30,7 @@ from journy_analytics._default import (
     stats,
     track,
 )
+from journy_analytics._api import AsyncJournyAPI, JournyAPI, JournyAPIError, KeyInfo
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._retry import RetryPolicy
 from journy_analytics._scope import scope
@@ -45,9 +46,13 @@ path = None
 
 __all__ = [
     "Analytics",
+    "AsyncJournyAPI",
     "Cause",
     "DeliveryError",
     "HttpClient",
+    "JournyAPI",
+    "JournyAPIError",
+    "KeyInfo",
     "Response",
     "RetryPolicy",
     "ValidationError",

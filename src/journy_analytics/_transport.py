@@ -197,20 +197,33 @@ class StdlibHttpClient:
         conn.close()
 
     def send(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
+        return self.request("POST", url, body, headers, timeout)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: Optional[bytes],
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> Response:
+        """``send`` with any method (the REST client's GET and DELETE); ``body`` None sends
+        none."""
         deadline = time.monotonic() + timeout
         key, path = self._target(url)
         # A keep-alive connection the server closed meanwhile is found and dropped by
         # _checkout. There is no silent second try here: one layer retries (the worker's),
         # and it counts every attempt.
         conn = self._checkout(key) or self._new(key, timeout)
-        return self._exchange(key, conn, path, body, headers, deadline, timeout)
+        return self._exchange(key, conn, method, path, body, headers, deadline, timeout)
 
     def _exchange(
         self,
         key: Tuple[str, str, int],
         conn: http.client.HTTPConnection,
+        method: str,
         path: str,
-        body: bytes,
+        body: Optional[bytes],
         headers: Mapping[str, str],
         deadline: float,
         timeout: float,
@@ -222,7 +235,7 @@ class StdlibHttpClient:
             conn.timeout = remaining
             if conn.sock is not None:
                 conn.sock.settimeout(remaining)
-            conn.request("POST", path, body=body, headers=dict(headers))
+            conn.request(method, path, body=body, headers=dict(headers))
             answer = conn.getresponse()
             data = answer.read()
             status = answer.status
