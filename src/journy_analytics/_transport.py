@@ -240,7 +240,10 @@ class StdlibHttpClient:
             data = answer.read()
             status = answer.status
             answer_headers = dict(answer.getheaders())
-            reusable = not answer.will_close
+            # A 204 or 304 has no body by definition, so http.client reads none; a server
+            # that sends one anyway (journy.io's document declares a body for a 204) would
+            # leave it on the connection, where it would answer the next request.
+            reusable = not answer.will_close and status not in (204, 304)
         except BaseException as exc:
             conn.close()
             if watched.expired:
