@@ -11,6 +11,7 @@ Or the module-level default client, configured from ``JOURNY_WRITE_KEY``::
     analytics.track(user_id="f4ca124298", event="Signed Up")
 """
 
+from journy_analytics._api import AsyncJournyAPI, JournyAPI, JournyAPIError, KeyInfo
 from journy_analytics._default import (
     aclose,
     aflush,
@@ -30,7 +31,6 @@ from journy_analytics._default import (
     stats,
     track,
 )
-from journy_analytics._api import AsyncJournyAPI, JournyAPI, JournyAPIError, KeyInfo
 from journy_analytics._errors import DeliveryError, ValidationError
 from journy_analytics._retry import RetryPolicy
 from journy_analytics._scope import scope

@@ -5,7 +5,8 @@ from typing import Any, Callable, Iterator, List
 import pytest
 
 from journy_analytics import JournyAPI, RetryPolicy
-from tests.api.server import ApiServer
+
+from .server import ApiServer
 
 # Retries in milliseconds, not seconds: the tests wait on answers, never on the clock.
 FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, deadline=10.0)

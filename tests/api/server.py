@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Deque, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from tests.api import contract
+from . import contract
 
 _VALIDATOR = None
 _VALIDATOR_LOCK = threading.Lock()

@@ -12,9 +12,10 @@ from typing import Any, Callable
 import pytest
 
 from journy_analytics import AsyncJournyAPI, JournyAPI, JournyAPIError, KeyInfo, ValidationError
-from tests.api import contract
-from tests.api.conftest import FAST
-from tests.api.server import ApiServer
+
+from . import contract
+from .conftest import FAST
+from .server import ApiServer
 
 MakeApi = Callable[..., JournyAPI]
 
@@ -96,7 +97,10 @@ def test_every_path_of_the_document_is_called_and_conforms(
 def test_the_document_flaws_are_real() -> None:
     """The unpatched document refuses a /track with a datetime in metadata (oneOf with two
     string branches): contract.py patches exactly that, and nothing else."""
-    body = b'{"identification":{"user":{"userId":"u"}},"name":"x","metadata":{"at":"2024-01-01T00:00:00Z"}}'
+    body = (
+        b'{"identification":{"user":{"userId":"u"}},"name":"x",'
+        b'"metadata":{"at":"2024-01-01T00:00:00Z"}}'
+    )
     assert contract.request_problem(
         contract.validator(patch_flaws=False), "POST", "/track", "", body
     )
@@ -237,7 +241,7 @@ def test_400_carries_the_field_errors(server: ApiServer, make_api: MakeApi) -> N
         },
     )
     api = make_api()
-    with pytest.raises(JournyAPIError, match="properties.plan: must be a string") as raised:
+    with pytest.raises(JournyAPIError, match=r"properties\.plan: must be a string") as raised:
         api.upsert_user(user_id="u")
     assert raised.value.fields == {"properties.plan": "must be a string"}
     assert raised.value.request_id == "req-9"
@@ -248,7 +252,7 @@ def test_401_names_the_missing_permission(server: ApiServer, make_api: MakeApi) 
     server.keys["read-only"] = ["ReadEvents"]
     api = make_api(api_key="read-only")
     with pytest.raises(
-        JournyAPIError, match="lacks the TrackData permission.*has: ReadEvents"
+        JournyAPIError, match=r"lacks the TrackData permission.*has: ReadEvents"
     ) as raised:
         api.delete_user(user_id="u")
     assert raised.value.status == 401 and raised.value.permission == "TrackData"
