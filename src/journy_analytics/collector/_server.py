@@ -26,6 +26,7 @@ from journy_analytics.collector._ingest import (
     write_key_from_body,
 )
 from journy_analytics.collector._live import HEARTBEAT, LIVE_ROWS, PUSH_INTERVAL, LiveFeed
+from journy_analytics.collector._rest import RestSettings, add_rest_routes
 from journy_analytics.collector._rules import RULES
 from journy_analytics.collector._store import INSPECTOR_FILTERS, Store
 
@@ -76,7 +77,8 @@ def logged_requests(state: CollectorState) -> list[dict[str, Any]]:
 
 
 class CollectorState:
-    """What outlives one run of the HTTP server: the store, fault settings, request log."""
+    """What outlives one run of the HTTP server: the store, fault settings, request log,
+    the REST API's settings (keys, rate limit)."""
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class CollectorState:
         path: str = DEFAULT_PATH,
         faults: Optional[Faults] = None,
         max_logged_requests: int = 1000,
+        rest: Optional[RestSettings] = None,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
@@ -96,6 +99,7 @@ class CollectorState:
         self.path = path
         self.faults = FaultInjector(faults)
         self.requests: Deque[dict[str, Any]] = collections.deque(maxlen=max_logged_requests)
+        self.rest = rest if rest is not None else RestSettings()
 
     def key_accepted(self, key: Optional[str]) -> bool:
         if not key:
@@ -274,7 +278,7 @@ def redacted_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Request headers as the inspector shows them: the credentials replaced."""
     shown = {}
     for name, value in items:
-        if name.lower() in ("authorization", "proxy-authorization", "cookie"):
+        if name.lower() in ("authorization", "proxy-authorization", "cookie", "x-api-key"):
             scheme = value.split(" ", 1)[0] if " " in value else ""
             value = f"{scheme} [redacted]".strip()
         shown[str(name)] = value
@@ -643,6 +647,7 @@ def create_app(state: CollectorState) -> web.Application:
     app.router.add_post("/api/faults", _set_faults)
     app.router.add_delete("/api/faults", _clear_faults)
     app.router.add_post("/api/reset", _reset)
+    add_rest_routes(app, state.rest, state.store, live.notify)  # journy.io's REST API
     return app
 
 
