@@ -558,23 +558,33 @@ class Analytics:
                     self._fence = None
         return False
 
-    def _rest(self) -> Any:
+    def _rest(self, timeout: float) -> Any:
+        """A REST client for one erase: the batch path's retry policy and request timeout,
+        with the whole DELETE (retries included) bounded by ``timeout``."""
         if self._api_key is None:
             return None
-        if self._api is None:
-            from journy_analytics._api import JournyAPI
+        from journy_analytics._api import JournyAPI
 
-            self._api = JournyAPI(
-                api_key=self._api_key, host=self._api_host, max_retries=self.max_retries
-            )
-        return self._api
+        _positive_number("timeout", timeout)
+        return JournyAPI(
+            api_key=self._api_key,
+            host=self._api_host,
+            timeout=min(self.http_request_timeout, timeout),
+            max_retries=self.max_retries,
+            retry_policy=dataclasses.replace(self._config.policy, deadline=timeout),
+        )
 
     def erase_user(
-        self, *positional: NoReturn, user_id: Optional[Id] = None, email: Optional[str] = None
+        self,
+        *positional: NoReturn,
+        user_id: Optional[Id] = None,
+        email: Optional[str] = None,
+        timeout: float = 60.0,
     ) -> _erase.EraseResult:
         """GDPR erase of a user: purge its events held here (queue and spool), refuse new
         ones for ``erase_fence_seconds``, and ``DELETE /users`` at journy.io (needs
-        ``api_key``). Returns what was done; see docs/journy-api.md."""
+        ``api_key``), retried for up to ``timeout`` seconds. Returns what was done; see
+        docs/journy-api.md."""
         if positional:
             raise _positional_call("erase_user", positional)
         targets = {}
@@ -586,22 +596,14 @@ class Analytics:
             targets["email"] = user_identification(None, email)["email"]
         if not targets:
             raise ValidationError("erase_user() needs user_id, email or both")
-        api = self._rest()
-        return _erase.run_erase(
-            worker=self._worker,
-            fence=self._erase_fence,
-            fence_seconds=self.erase_fence_seconds,
-            kind="user",
-            targets=targets,
-            delete=(
-                None if api is None else (lambda: api.delete_user(user_id=user_id, email=email))
-            ),
-            wait_for_in_flight=self.http_request_timeout * 3,
-            arm=self._arm_fence,
-        )
+        return self._erase("user", targets, {"user_id": user_id, "email": email}, timeout)
 
     def erase_account(
-        self, *positional: NoReturn, account_id: Optional[Id] = None, domain: Optional[str] = None
+        self,
+        *positional: NoReturn,
+        account_id: Optional[Id] = None,
+        domain: Optional[str] = None,
+        timeout: float = 60.0,
     ) -> _erase.EraseResult:
         """GDPR erase of an account: ``erase_user``'s steps for an account id or domain
         (``DELETE /accounts``)."""
@@ -616,21 +618,28 @@ class Analytics:
             targets["domain"] = domain_name(domain)
         if not targets:
             raise ValidationError("erase_account() needs account_id, domain or both")
-        api = self._rest()
-        return _erase.run_erase(
-            worker=self._worker,
-            fence=self._erase_fence,
-            fence_seconds=self.erase_fence_seconds,
-            kind="account",
-            targets=targets,
-            delete=(
-                None
-                if api is None
-                else (lambda: api.delete_account(account_id=account_id, domain=domain))
-            ),
-            wait_for_in_flight=self.http_request_timeout * 3,
-            arm=self._arm_fence,
+        return self._erase(
+            "account", targets, {"account_id": account_id, "domain": domain}, timeout
         )
+
+    def _erase(
+        self, kind: str, targets: Dict[str, str], identity: Dict[str, Any], timeout: float
+    ) -> _erase.EraseResult:
+        api = self._rest(timeout)
+        try:
+            return _erase.run_erase(
+                worker=self._worker,
+                fence=self._erase_fence,
+                fence_seconds=self.erase_fence_seconds,
+                kind=kind,
+                targets=targets,
+                delete=None if api is None else lambda: getattr(api, f"delete_{kind}")(**identity),
+                wait_for_in_flight=min(timeout, self.http_request_timeout * 3),
+                arm=self._arm_fence,
+            )
+        finally:
+            if api is not None:
+                api.close()
 
     def _arm_fence(self) -> None:
         with self._fence_lock:
