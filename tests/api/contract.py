@@ -96,3 +96,37 @@ def request_problem(
     if body:
         json.loads(body)  # the document's bodies are all JSON
     return None
+
+
+class CheckedTransport:
+    """The default transport, with every request checked against the document first
+    (``problems`` lists what did not conform); for tests against the real collector."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from journy_analytics._transport import StdlibHttpClient
+
+        self._inner = StdlibHttpClient()
+        self._api = validator()
+        self._lock = threading.Lock()
+        self.problems: list[str] = []
+        self.sent = 0
+
+    def request(
+        self, method: str, url: str, body: Optional[bytes], headers: Any, timeout: float
+    ) -> Any:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        problem = request_problem(self._api, method, parts.path, parts.query, body)
+        if "X-Api-Key" not in headers:
+            problem = "no X-Api-Key header (the document requires it in prose)"
+        with self._lock:
+            self.sent += 1
+            if problem:
+                self.problems.append(f"{method} {parts.path}: {problem}")
+        return self._inner.request(method, url, body, headers, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
