@@ -315,6 +315,23 @@ def test_pacing_keeps_a_burst_under_the_limit(make_api: MakeApi) -> None:
         limited.stop()
 
 
+def test_pacing_reads_the_servers_remaining_count(make_api: MakeApi) -> None:
+    # Another process on the same key spent 8 of the window's 10 requests: only the
+    # server's X-RateLimit-Remaining tells us.
+    limited = ApiServer(rate_limit=10, rate_window=1.0)
+    try:
+        other = make_api(host=limited.url, rate_window=1.0)
+        for i in range(8):
+            other.upsert_user(user_id=f"x{i}")
+        api = make_api(host=limited.url, rate_window=1.0)
+        for i in range(6):
+            api.upsert_user(user_id=f"u{i}")
+        assert limited.rate_limited == 0
+        assert len(limited.seen) == 14
+    finally:
+        limited.stop()
+
+
 def test_429_without_retry_after_waits_until_the_window_allows(make_api: MakeApi) -> None:
     # A key shared with another process: the server's window is full before we start.
     limited = ApiServer(rate_limit=5, rate_window=0.5, send_retry_after=False)
@@ -328,6 +345,9 @@ def test_429_without_retry_after_waits_until_the_window_allows(make_api: MakeApi
             api.upsert_user(user_id=f"u{i}")
         delivered = {s.body["identification"]["userId"] for s in limited.seen if s.status == 201}
         assert {f"u{i}" for i in range(10)} <= delivered
+        # Waited, not hammered: each 429 in a row waits longer, and the pacing reads the
+        # server's X-RateLimit-Remaining (the other process's requests count there).
+        assert 1 <= limited.rate_limited <= 6, limited.rate_limited
     finally:
         limited.stop()
 

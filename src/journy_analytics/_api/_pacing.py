@@ -7,12 +7,12 @@ keeps ``reserve`` requests of every window unused and waits before it would spen
 
 Two estimates, the stricter wins:
 
+* our own: the send times of our requests in the last ``window`` seconds. When our
+  budget is spent, the wait is until our oldest request leaves the window;
 * the server's: the last ``Remaining`` seen, minus the requests we sent after the one it
-  answered (other processes on the same key are counted by the server, not by us);
-* our own: the send times of our requests in the last ``window`` seconds. When the
-  budget is spent, the wait is until our oldest request leaves the window; when the
-  spending was someone else's, one request per ``window / limit`` seconds (the steady
-  rate the limit allows) probes for the server's newer figure.
+  answered (other processes on the same key are counted by the server, not by us). In
+  the reserve, one request per ``window / (reserve + 1)``; at zero, until one window
+  after that answer.
 
 A 429 pauses every caller of the client (``pause``). One instance serves every thread
 of a client; the lock is held for arithmetic only, never across a wait.
@@ -49,7 +49,8 @@ class Pacer:
         self._next_seq = 0
         self._sends: Deque[float] = collections.deque()
         self._paused_until = 0.0
-        self._last_probe = -math.inf
+        self._last_sent = -math.inf
+        self._observed_at = -math.inf
         self.waited = 0.0  # seconds spent waiting in acquire, for stats and tests
 
     def reserve(self) -> int:
@@ -67,6 +68,7 @@ class Pacer:
                     seq = self._next_seq
                     self._next_seq += 1
                     self._sends.append(now)
+                    self._last_sent = now
                     return seq
             self.waited += wait
             self._sleep(wait)
@@ -86,13 +88,19 @@ class Pacer:
             return sends[len(sends) - budget] + self.window - now
         if self._remaining is not None:
             left = self._remaining - (self._next_seq - self._observed_seq - 1)
-            if left <= self.reserve():
-                # Someone else spent it (or our figure is stale): probe at the steady rate.
-                step = self.window / limit
-                due = self._last_probe + step
+            if left <= 0:
+                # The server's window was full when it answered, with requests we do not
+                # know of (another process on the key): all of them have left it one
+                # window after that answer.
+                until = self._observed_at + self.window
+                if now < until:
+                    return until - now
+            elif left <= self.reserve():
+                # Into the reserve: at most one request per window / (reserve + 1), each
+                # answer bringing a newer figure (full speed again once it rises).
+                due = self._last_sent + self.window / (self.reserve() + 1)
                 if now < due:
                     return due - now
-                self._last_probe = now
         return 0.0
 
     def observe(self, seq: int, limit: Optional[str], remaining: Optional[str]) -> None:
@@ -105,12 +113,12 @@ class Pacer:
             if parsed_remaining is not None and seq >= self._observed_seq:
                 self._remaining = parsed_remaining
                 self._observed_seq = seq
+                self._observed_at = self._clock()
 
     def pause(self, seconds: float) -> None:
         """The server said 429: nobody sends for ``seconds``."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
-            self._remaining = 0
 
     def until_window_allows(self) -> float:
         """A 429 without Retry-After: until our oldest request in the window leaves it, or
