@@ -162,6 +162,8 @@ class StdlibHttpClient:
     def _target(self, url: str) -> Tuple[Tuple[str, str, int], str]:
         found = self._targets.get(url)
         if found is None:
+            if len(self._targets) >= 256:  # URLs with a query (the REST API's) vary
+                self._targets.clear()
             parts = urlsplit(url)
             scheme = parts.scheme
             port = parts.port or (443 if scheme == "https" else 80)

@@ -47,6 +47,7 @@ def test_erase_purges_the_queue_fences_and_deletes(rest_collector: CollectorThre
 
     # Then queued (a long flush interval keeps them in the queue), and erased.
     client = _client(rest_collector, flush_interval=3600, max_events_in_batch=1000)
+    assert "ak" not in repr(client).replace("host", "")
     errors: List[BaseException] = []
     for i in range(300):
         client.track(user_id="gone", event="queued", properties={"i": i})
