@@ -205,3 +205,21 @@ def test_erase_sticks_across_kill_9(tmp_path: Path) -> None:
         assert collector.events(user_id="erased-user") == []
         assert collector.user("erased-user") is None
         assert len(collector.events(user_id="kept-user")) == 100
+
+
+def test_the_delete_comes_after_events_in_flight() -> None:
+    from journy_analytics.collector import Faults
+
+    # Every batch takes 1.5 s to be stored; the DELETE (a REST call) is not delayed.
+    with CollectorThread(db=":memory:", faults=Faults(latency_ms=1500)) as collector:
+        client = _client(collector, flush_interval=0.01)
+        client.track(user_id="gone", event="on the wire")
+        deadline = time.monotonic() + 10
+        while client.stats()["in_flight"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        result = client.erase_user(user_id="gone")
+        assert result.in_flight == 0 and result.deleted  # waited for it, then deleted
+        assert client.flush(10)
+        assert collector.user("gone") is None  # the late batch did not re-create it
+        assert collector.events(user_id="gone") == []
+        client.close_and_flush(5)
