@@ -130,8 +130,9 @@ class EraseResult:
 
     ``purged_from_queue``: the id's events taken out of the in-memory queue (never sent).
     ``purged_from_spool``: rows of them deleted from the spool file. ``in_flight``: events
-    of the id already in a batch on the wire or waiting to retry; they cannot be recalled
-    (the erase waits for them to settle before the DELETE, within ``timeout``).
+    of the id in a batch on the wire or waiting to retry (they cannot be recalled) that
+    were still unsettled when the erase stopped waiting for them (it waits, within
+    ``timeout``, so that the DELETE comes after them).
     ``fenced_until``: new events for the id are refused until then; ``fence_persisted``
     says the fence is in the spool (it survives a restart). ``deleted``: journy.io
     accepted the DELETE (202: it deletes in the background); else ``delete_error`` says
