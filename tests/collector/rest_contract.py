@@ -62,6 +62,25 @@ def check_response(
         _API.validate_response(request, response)
 
 
+def request_error(
+    method: str, path: str, body: Any = None, query: Optional[dict[str, str]] = None
+) -> Optional[Exception]:
+    """Why the document refuses this request (openapi-core's error), or None if valid."""
+    request = MockRequest(
+        SERVER,
+        method.lower(),
+        path,
+        args=query or {},
+        data=None if body is None else json.dumps(body).encode(),
+        content_type="application/json",
+    )
+    try:
+        _API.validate_request(request)
+    except Exception as exc:  # openapi-core raises one of several validation errors
+        return exc
+    return None
+
+
 class RestAnswer:
     def __init__(self, status: int, headers: dict[str, str], data: bytes) -> None:
         self.status = status
