@@ -117,6 +117,12 @@ class Analytics:
         # Back-pressure for backfills: an event method waits this long for room in a full
         # queue before the event is dropped and reported as queue_full (0: never waits).
         _positive_number("enqueue_timeout", enqueue_timeout, allow_zero=True)
+        _positive_number("erase_fence_seconds", erase_fence_seconds, allow_zero=True)
+        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+            raise ValueError(
+                "api_key must be a non-empty str: a journy.io API key (Connections > API "
+                "keys), used by erase_user/erase_account; it is not the write key"
+            )
         self.host = host
         self.path = path
         self.disable = bool(disable)
@@ -532,9 +538,6 @@ class Analytics:
     def _setup_erase(
         self, api_key: Optional[str], api_host: str, erase_fence_seconds: float
     ) -> None:
-        _positive_number("erase_fence_seconds", erase_fence_seconds, allow_zero=True)
-        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
-            raise ValueError("api_key must be a non-empty str (journy.io > Connections)")
         self._api_key = api_key
         self._api_host = api_host
         self._api: Any = None

@@ -223,3 +223,13 @@ def test_the_delete_comes_after_events_in_flight() -> None:
         assert collector.user("gone") is None  # the late batch did not re-create it
         assert collector.events(user_id="gone") == []
         client.close_and_flush(5)
+
+
+def test_bad_erase_settings_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    spool = tmp_path / "s.db"
+    with pytest.raises(ValueError, match="api_key"):
+        Analytics(write_key="wk", api_key="  ", spool=spool)
+    with pytest.raises(ValueError, match="erase_fence_seconds"):
+        Analytics(write_key="wk", erase_fence_seconds=-1, spool=spool)
+    # Nothing holds the spool: a client can open it now.
+    Analytics(write_key="wk", spool=spool, disable=True).close_and_flush(1)
