@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
+import ipaddress
 import logging
 import math
 import time
@@ -30,6 +32,7 @@ from typing import (
     Mapping,
     NoReturn,
     Optional,
+    Set,
     Tuple,
     Type,
     TypeVar,
@@ -105,9 +108,10 @@ class JournyAPI:
                 "returning journy_analytics.Response (StdlibHttpClient has it)"
             )
         self.host = host.strip().rstrip("/")
+        _warn_plain_http(parts.scheme, parts.hostname)
         self.timeout = float(timeout)
         policy = retry_policy or RetryPolicy()
-        self._policy = RetryPolicy(**{**policy.__dict__, "max_retries": max_retries})
+        self._policy = dataclasses.replace(policy, max_retries=max_retries)
         self._api_key = api_key.strip()
         self._owns_transport = http_client is None
         self._transport: Any = http_client or StdlibHttpClient()
@@ -489,6 +493,26 @@ class JournyAPI:
         return (
             f"the key lacks the {permission} permission this call needs (it has: {have}); "
             "add it to the key in journy.io"
+        )
+
+
+_warned_hosts: Set[str] = set()
+
+
+def _warn_plain_http(scheme: str, host: Optional[str]) -> None:
+    """The API key would travel in clear off this machine: say so once per host."""
+    if scheme != "http" or not host or host in _warned_hosts:
+        return
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        _warned_hosts.add(host)
+        logging.getLogger("journy_analytics").warning(
+            "JournyAPI host %s uses plain http:// off this machine; the API key and your "
+            "users' data travel unencrypted. Use https://.",
+            host,
         )
 
 
