@@ -233,3 +233,39 @@ def test_bad_erase_settings_are_refused_before_anything_starts(tmp_path: Path) -
         Analytics(write_key="wk", erase_fence_seconds=-1, spool=spool)
     # Nothing holds the spool: a client can open it now.
     Analytics(write_key="wk", spool=spool, disable=True).close_and_flush(1)
+
+
+def test_erase_while_other_threads_track(rest_collector: CollectorThread) -> None:
+    """Events keep coming from other threads during the erase: none of the kept user's is
+    lost or reordered into oblivion, and none of the erased user's made after the erase
+    returned gets through."""
+    # enqueue_timeout: the producers wait for room rather than overflow the queue.
+    client = _client(
+        rest_collector, flush_interval=0.01, max_events_in_batch=50, enqueue_timeout=30
+    )
+    erased = threading.Event()
+    sent_kept: List[int] = []
+
+    def producer() -> None:
+        for i in range(2000):
+            after = erased.is_set()
+            client.track(user_id="gone", event="after" if after else "before")
+            client.track(user_id="kept", event="k", properties={"i": i})
+            sent_kept.append(i)
+
+    threads = [threading.Thread(target=producer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(sent_kept) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    result = client.erase_user(user_id="gone")
+    erased.set()
+    for t in threads:
+        t.join(10)
+    assert client.flush(30)
+    assert [e for e in rest_collector.events(user_id="gone") if e["event"] == "after"] == []
+    assert len(sent_kept) == 6000 and client.stats()["dropped"]["queue_full"] == 0
+    assert len(rest_collector.events(user_id="kept")) == 6000
+    assert result.deleted and client.stats()["erase_fence"]["refused"] > 0
+    client.close_and_flush(5)
