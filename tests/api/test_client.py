@@ -367,6 +367,19 @@ def test_async_client_has_the_same_methods(server: ApiServer) -> None:
             assert await api.user_segments()
             with pytest.raises(ValidationError):
                 await api.delete_user()
+            server.then(
+                "POST",
+                "/link",
+                400,
+                body={
+                    "meta": {"requestId": "r", "status": 400},
+                    "message": "Bad request",
+                    "errors": {"fields": {"deviceId": "required"}, "parameters": {}},
+                },
+            )
+            with pytest.raises(JournyAPIError) as raised:
+                await api.link(device_id="d", user_id="u1")
+            assert raised.value.fields == {"deviceId": "required"}
 
     asyncio.run(main())
     assert len(server.calls("POST", "/users/upsert")) == 50
