@@ -1,7 +1,8 @@
-"""The ``journy`` command: run the local collector, query it, run the demo, import history.
+"""The ``journy`` command: the local collector, its queries, the demo, import, the REST API.
 
-Each command lives in a module of its own (``_cli/``, ``_import/_command.py``); this module
-only builds the top parser from their registrations and runs the chosen command's handler.
+Each command lives in a module of its own (``_cli/``, ``_import/_command.py``,
+``_api/_command.py``); this module only builds the top parser from their registrations
+and runs the chosen command's handler.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
+from journy_analytics._api._command import add_api_commands
 from journy_analytics._cli.collector import add_collector_command
 from journy_analytics._cli.demo import add_demo_command
 from journy_analytics._cli.query import add_query_commands
@@ -25,6 +27,7 @@ _COMMANDS: tuple[Callable[[Any], None], ...] = (
     add_query_commands,  # events, user, account, stats
     add_demo_command,
     add_import_command,
+    add_api_commands,  # erase, key
 )
 
 
