@@ -417,7 +417,7 @@ the machine and package versions) and the table above is rewritten between its m
   `{{"batch": [...]}}` body on any path, posthog's `/batch/`, `/i/v1/analytics/events`, `/capture/`
   and `/i/v0/e/` formats, gzip and deflate bodies) so it never shares a GIL with the SDK.
 - **Call overhead**: every `track()` call is timed with `perf_counter_ns` while the SDK's worker is
-  delivering; median and p99 in microseconds (after 200 warm-up calls).
+  delivering; median, mean and p99 in microseconds (after 200 warm-up calls).
 - **Throughput**: events/s from the first call until `close_and_flush()` (segment/rudder:
   `flush()` + `join()`; posthog: `flush(None)` + `shutdown()`; node: `closeAndFlush()`) returns.
   The sink counts unique `messageId`/`uuid` values: a run that lost an event is marked LOST.
@@ -433,6 +433,18 @@ the machine and package versions) and the table above is rewritten between its m
   "journy-analytics" is the same call with no scope). Opening and closing a scope (once per
   request) is timed separately: `scope_enter_exit_us` in the results JSON. Run it alone with
   `python -m bench --only scope`.
+- **A/B (0.1)**: the previous release, exported from its commit (`1a6ced2`) with `git archive`
+  into a temporary directory and put first on the child's `PYTHONPATH` (the runner refuses to
+  run if another copy was imported), driven by the same adapter as journy-analytics. Its
+  batch-100 run and journy-analytics' own run alternate in interleaved rounds (5; 2 with
+  `--quick`), the order rotating each round; each row keeps the best of its rounds, figure by
+  figure (every round is in the results JSON under `rounds`); the journy-analytics row's
+  batch-100 figures are that best too, while the other SDKs run once. The "(Nx)" of that row and the
+  `A/B:` speed targets compare the two: 1.00x or more means at least as good as 0.1.
+- **Limit**: one thread POSTing batches of 100 events, encoded before the clock starts, over one
+  keep-alive `http.client` connection to the same sink, in the same interleaved rounds: the most
+  the sink and the machine allow. The target is journy-analytics' end-to-end events/s at batch
+  100 at 75% of it or more.
 - **Node**: analytics-node runs on one thread, so nothing is sent while a synchronous loop runs; its
   loop yields to the event loop (untimed) after every 100 calls, as a server does between requests.
 

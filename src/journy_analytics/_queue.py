@@ -95,7 +95,7 @@ class EventQueue:
         while items and len(taken) < limit:
             head = items[0]
             # data_of() inlined: this runs for every event the worker sends.
-            length = (len(head) if type(head) is bytes else len(head[0])) + 1
+            length = (len(head) if isinstance(head, bytes) else len(head[0])) + 1
             if taken and size + length > MAX_BATCH_BYTES:
                 break
             taken.append(items.popleft())

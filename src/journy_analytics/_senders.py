@@ -156,7 +156,7 @@ class SenderPool:
         if batch.state is None:
             # data_of() inlined: one call per event adds up at 100 events a batch.
             batch.state = sender.start(
-                [item if type(item) is bytes else item[0] for item in batch.items]
+                [item if isinstance(item, bytes) else item[0] for item in batch.items]
             )
         result = sender.attempt(batch.state)
         if isinstance(result, RetryLater):
