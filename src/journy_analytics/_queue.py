@@ -67,7 +67,11 @@ class EventQueue:
         if n >= self._compact_after:
             if n + self._held.in_flight >= self.max_size:
                 return False
-            item = compact(item) if isinstance(item, bytes) else (compact(item[0]), item[1])
+            # compact() inlined for bare events (most of them): a call per event adds up.
+            if isinstance(item, bytes):
+                item = memoryview(item).tobytes()
+            else:
+                item = (compact(item[0]), item[1])
         elif n + self._held.in_flight >= self.max_size:
             return False
         items.append(item)
