@@ -277,7 +277,7 @@ class Outcomes:
 
     def _report_delivered(self, items: List[Item]) -> None:
         emitter = self._emitter
-        wants_callbacks = any(type(item) is not bytes for item in items)
+        wants_callbacks = tuple in map(type, items)  # an Item is bytes or a tuple
         wants_types = any(emitter.has(t) for t in EVENT_TYPES)
         if not wants_callbacks and not wants_types:
             return

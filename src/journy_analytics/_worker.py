@@ -251,7 +251,8 @@ class Worker:
                 wait = self._step()
                 if wait == _DONE:
                     break
-                self._wake.wait(wait)
+                if wait != 0.0:  # 0.0: the next step at once (wait(0) would only cost)
+                    self._wake.wait(wait)
         except BaseException:  # pragma: no cover - a bug; say so loudly, never die silently
             logger.exception("the dispatcher thread failed")
             raise
