@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Tuple
 from journy_analytics._delivery import BatchResult, BatchSender, RetryLater, Split
 from journy_analytics._logs import logger
 from journy_analytics._threads import signal_free
-from journy_analytics._types import Batch
+from journy_analytics._types import Batch, data_of
 
 __all__ = ["SenderPool"]
 
