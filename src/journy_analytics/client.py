@@ -143,6 +143,8 @@ class Analytics:
         # How requests reach the server (docs: README "Networks"): the proxy, from the
         # environment unless given (None: never one), and the trust for https://.
         network = NetworkSettings(proxy=proxy, ssl_context=ssl_context)
+        # The REST client of erase_user/erase_account goes the same way.
+        self._rest_network: Dict[str, Any] = {"proxy": proxy, "ssl_context": ssl_context}
         if http_client is not None and (proxy is not PROXY_FROM_ENV or ssl_context is not None):
             raise ValueError(
                 "proxy= and ssl_context= configure the default transport; with http_client= "
@@ -606,6 +608,7 @@ class Analytics:
             timeout=min(self.http_request_timeout, timeout),
             max_retries=self.max_retries,
             retry_policy=dataclasses.replace(self._config.policy, deadline=timeout),
+            **self._rest_network,
         )
 
     def erase_user(
