@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Callable, Iterator, List
 
 import pytest
@@ -11,6 +12,15 @@ from journy_analytics.collector import CollectorThread
 
 # Exactly what the README tells users to put in their conftest.py (the journy_capture fixture).
 pytest_plugins = ["journy_analytics.testing"]
+
+# A run started in the background by a script (`make test &` in a shell without job control,
+# nohup, some CI runners) begins with SIGINT ignored, and every process a test starts would
+# inherit that: Python then installs no KeyboardInterrupt handler, and the tests that press
+# Ctrl-C on `journy import` or `journy demo` would find it ignored (the demo then serves
+# for ever, the import runs to its end). They test Ctrl-C as a terminal delivers it, so the
+# run restores the terminal's disposition: a handler is reset to the default across exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
