@@ -124,6 +124,11 @@ class ScriptedServer:
         with self.lock:
             return [e for body in self.bodies for e in body["batch"]]
 
+    def received(self) -> int:
+        """Requests that reached the server so far (answered or not yet)."""
+        with self.lock:
+            return len(self.headers)
+
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()

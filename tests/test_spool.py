@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Callable, List
 
 import pytest
 
@@ -34,6 +34,16 @@ CHILD = textwrap.dedent(
     time.sleep(60)
     """
 )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds; ``timeout`` is only an upper bound on the wait."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def run_child(url: str, spool: Path, total: int) -> subprocess.Popen[str]:
@@ -222,10 +232,11 @@ def test_a_late_answer_after_close_removes_its_rows(tmp_path: Path, scripted: An
     a.on("error", errors.append)
     for i in range(5):
         a.track(user_id="u", event="E", message_id=f"late{i}")
-    time.sleep(0.2)  # the batch is on the wire
+    assert wait_until(lambda: server.received() == 1)  # the batch is on the wire
     assert a.close_and_flush(timeout=0.2) is False
     assert a.stats()["kept_in_spool"] == 5
-    time.sleep(1.5)  # the server answers 200 after the close
+    # The server answers 200 after the close; the sender settles that answer, then ends.
+    assert wait_until(lambda: a.stats()["senders"] == 0)
     assert not any(e.code == "spool_failure" for e in errors), [e.reason for e in errors]
     assert [e["messageId"] for e in server.events()] == [f"late{i}" for i in range(5)]
     b = Analytics(write_key="k", host=server.url, spool=path, flush_interval=0.01)
