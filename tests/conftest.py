@@ -67,6 +67,10 @@ class ScriptedServer:
         self.headers: List[Any] = []
         self.client_ports: List[int] = []  # one per request: equal ports mean one connection
         self.lock = threading.Lock()
+        # Set at close: a delayed answer still pending goes out at once, so that a request a
+        # test abandoned does not hang on until the client's http_request_timeout and log
+        # its timeout into a later test.
+        self.released = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -85,9 +89,7 @@ class ScriptedServer:
                     server.client_ports.append(self.client_address[1])
                 step = step if isinstance(step, dict) else {"status": step}
                 if step.get("delay"):
-                    import time
-
-                    time.sleep(step["delay"])
+                    server.released.wait(step["delay"])
                 if step.get("reset"):
                     self.connection.setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
@@ -130,6 +132,7 @@ class ScriptedServer:
             return len(self.headers)
 
     def close(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
