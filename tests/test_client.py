@@ -169,6 +169,17 @@ def test_full_batch_goes_without_waiting_for_the_interval(
     assert collector.wait_for_events(5, timeout=5)
 
 
+def test_a_burst_of_batches_goes_out_at_once_not_one_behind_another(scripted: Any) -> None:
+    # Two full batches cut before the first sender thread has picked up the first: the
+    # second must get a sender of its own, not queue behind a request the server holds.
+    server = scripted([{"delay": 30}] * 2)
+    a = Analytics(write_key="k", host=server.url, max_events_in_batch=2, flush_interval=60)
+    for i in range(4):
+        a.track(user_id="u", event="E", message_id=f"burst-{i}")
+    assert wait_until(lambda: server.received() == 2), "the second batch waited for the first"
+    a.close_and_flush(timeout=0)
+
+
 def test_several_requests_in_flight_against_a_slow_server(
     make_client: MakeClient, collector: CollectorThread
 ) -> None:
