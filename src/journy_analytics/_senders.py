@@ -50,6 +50,8 @@ class SenderPool:
         self._work: queue.SimpleQueue[Optional[Batch]] = queue.SimpleQueue()
         self._threads: List[threading.Thread] = []
         self._idle = 0
+        # Batches handed to the threads and not yet picked up by one.
+        self._waiting = 0
         self._busy = 0
         self._parked: List[Tuple[float, int, Batch]] = []
         self.paused_until = 0.0
@@ -84,7 +86,13 @@ class SenderPool:
     def submit(self, batch: Batch) -> None:
         with self._lock:
             self._busy += 1
-            spawn = not self.inline and self._idle == 0 and len(self._threads) < self._max
+            if not self.inline:
+                self._waiting += 1
+            # A thread for each batch no idle thread will pick up: a burst cut before the
+            # first thread ran must not queue behind one request (a slow server holds it).
+            spawn = (
+                not self.inline and self._idle < self._waiting and len(self._threads) < self._max
+            )
             if spawn:
                 thread = threading.Thread(
                     target=signal_free(self._serve),
@@ -92,7 +100,7 @@ class SenderPool:
                     daemon=True,
                 )
                 self._threads.append(thread)
-                # Counted idle before it runs, so a burst does not start a thread per batch.
+                # Counted idle before it runs: it picks up one of the waiting batches.
                 self._idle += 1
         if spawn:
             try:
@@ -103,6 +111,8 @@ class SenderPool:
                     self._threads.remove(thread)
                     self._idle -= 1
                     self.inline = not self._threads
+                    if self.inline:
+                        self._waiting -= 1
         if self.inline:
             self._run(batch)
         else:
@@ -113,6 +123,29 @@ class SenderPool:
             parked = [entry[2] for entry in self._parked]
             self._parked.clear()
         return parked
+
+    def take_parked_matching(
+        self, matches: Callable[[bytes], bool]
+    ) -> List[Tuple[float, int, Batch]]:
+        """Take out the parked batches holding an event ``matches`` accepts (a GDPR erase
+        re-cuts them). Out of the heap, no sender can pick them up meanwhile; hand the
+        re-cut ones back with :meth:`put_back`."""
+        with self._lock:
+            taken = [
+                entry
+                for entry in self._parked
+                if any(matches(data_of(item)) for item in entry[2].items)
+            ]
+            if taken:
+                self._parked = [entry for entry in self._parked if entry not in taken]
+                heapq.heapify(self._parked)
+        return taken
+
+    def put_back(self, entries: List[Tuple[float, int, Batch]]) -> None:
+        with self._lock:
+            for entry in entries:
+                heapq.heappush(self._parked, entry)
+        self._wake.set()
 
     def parked_events(self) -> int:
         with self._lock:
@@ -164,6 +197,8 @@ class SenderPool:
             batch = self._work.get()
             with self._lock:
                 self._idle -= 1
+                if batch is not None:
+                    self._waiting -= 1
             if batch is None:
                 return
             self._run(batch)
@@ -181,7 +216,10 @@ class SenderPool:
     def _attempt(self, batch: Batch) -> None:
         sender = self._sender
         if batch.state is None:
-            batch.state = sender.start([data_of(item) for item in batch.items])
+            # data_of() inlined: one call per event adds up at 100 events a batch.
+            batch.state = sender.start(
+                [item if isinstance(item, bytes) else item[0] for item in batch.items]
+            )
         result = sender.attempt(batch.state)
         if isinstance(result, Split):
             if self._split(batch):
