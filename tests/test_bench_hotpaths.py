@@ -6,8 +6,8 @@ and these are correctness checks (no timing assertion). To time them:
     .venv/bin/python -m pytest tests/test_bench_hotpaths.py --benchmark-enable
 
 The track and batch tests use only the public API against a loopback HTTP server running in a
-thread; the encoding and body tests use ``journy_analytics._encoding`` / ``_delivery`` when
-those helpers exist (skipped otherwise, so that internal renames do not break the suite).
+thread; the encoding and body tests use ``journy_analytics._message._encoding`` and
+``_core._attempt`` (a renamed one fails the test rather than skipping it quietly).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def _internal(module: str, name: str) -> Any:
 
 
 def test_encode_event_round_trips(benchmark: Any) -> None:
-    encode_event = _internal("_encoding", "encode_event")
+    encode_event = _internal("_message._encoding", "encode_event")
     event = {
         "type": "track",
         "event": "Car Sold",
@@ -216,8 +216,8 @@ def test_encode_event_round_trips(benchmark: Any) -> None:
 
 def test_batch_body_parses_with_all_events(benchmark: Any) -> None:
     from journy_analytics import Response
-    from journy_analytics._delivery import BatchSender
-    from journy_analytics._events import Emitter
+    from journy_analytics._core._attempt import BatchSender
+    from journy_analytics._handlers import Emitter
 
     bodies: List[bytes] = []
 
@@ -233,7 +233,7 @@ def test_batch_body_parses_with_all_events(benchmark: Any) -> None:
     sender = BatchSender(
         url="http://127.0.0.1:9/backend/v1/batch",
         write_key="WRITE_KEY",
-        policy=_internal("_retry", "RetryPolicy")(),
+        policy=_internal("_core._retry", "RetryPolicy")(),
         timeout=1.0,
         gzip=False,
         emitter=Emitter(),

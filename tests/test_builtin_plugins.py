@@ -23,8 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journy_analytics import Analytics, ValidationError
-from journy_analytics._encoding import SUPPORTED_KEY_TYPES, SUPPORTED_TYPES, DataclassInstance
-from journy_analytics._transport import Response
+from journy_analytics._core._transport import Response
+from journy_analytics._message._encoding import (
+    SUPPORTED_KEY_TYPES,
+    SUPPORTED_TYPES,
+    DataclassInstance,
+)
 from journy_analytics.collector import CollectorThread
 from journy_analytics.plugins import (
     EMAIL,

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from journy_analytics import Response, RetryPolicy
-from journy_analytics._delivery import BatchResult, BatchSender
-from journy_analytics._events import Emitter
+from journy_analytics._core._attempt import BatchResult, BatchSender
+from journy_analytics._handlers import Emitter
 
 Step = Union[Response, Exception]
 

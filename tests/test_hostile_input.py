@@ -4,7 +4,7 @@ arrives is the documented conversion (docs/encoding.md) of what was given. The w
 never dies and one bad call never blocks or poisons the others.
 
 ``expected()`` below is docs/encoding.md's table written as code, independently of
-``journy_analytics._encoding``: the property tests compare the SDK against it.
+``journy_analytics._message._encoding``: the property tests compare the SDK against it.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from journy_analytics import Analytics, RetryPolicy, ValidationError
-from journy_analytics import _messages as m
-from journy_analytics._encoding import (
+from journy_analytics._message import _build as m
+from journy_analytics._message._encoding import (
     _DEPTH_GUARD,
     _FAST_OPTIONS,
     MAX_DEPTH,
@@ -689,7 +689,7 @@ def test_tuple_depth_gap() -> None:
 )
 def test_thousands_of_nested_tuples_do_not_crash_the_process() -> None:
     script = (
-        "from journy_analytics._encoding import encode_event\n"
+        "from journy_analytics._message._encoding import encode_event\n"
         "from journy_analytics import ValidationError\n"
         "v = 1\n"
         "for _ in range(5000): v = (v,)\n"

@@ -374,7 +374,7 @@ def test_mapping_errors_are_actionable() -> None:
 def test_a_timestamp_already_in_wire_form_is_kept_exactly_as_the_general_path_writes_it(
     moment: dt.datetime,
 ) -> None:
-    from journy_analytics._messages import format_timestamp
+    from journy_analytics._message._build import format_timestamp
 
     moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
     expected = format_timestamp(moment)  # a datetime takes the general path

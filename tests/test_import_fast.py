@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 import journy_analytics
 from journy_analytics import Analytics, bulk
-from journy_analytics._encoding import encode_event
+from journy_analytics._core._outcomes import BatchAck
 from journy_analytics._import._rows import _NAMESPACE, Refusal, RowMapper
-from journy_analytics._messages import build_track
-from journy_analytics._outcomes import RowAck
+from journy_analytics._message._build import build_track
+from journy_analytics._message._encoding import encode_event
 from journy_analytics.collector import CollectorThread
 from journy_analytics.plugins import SuperProperties
 
@@ -156,11 +156,13 @@ class _Owner:
         self.batches: List[List[Any]] = []
         self.one_by_one: List[Tuple[Any, Optional[BaseException], Dict[str, Any]]] = []
 
-    def rows_delivered(self, rows: List[Any]) -> None:
+    def batch_delivered(self, rows: List[Any]) -> None:
         with self.lock:
             self.batches.append(list(rows))
 
-    def row_result(self, row: Any, error: Optional[BaseException], message: Dict[str, Any]) -> None:
+    def event_settled(
+        self, row: Any, error: Optional[BaseException], message: Dict[str, Any]
+    ) -> None:
         with self.lock:
             self.one_by_one.append((row, error, message))
 
@@ -170,7 +172,7 @@ class _Owner:
 
 def _put(client: Analytics, owner: _Owner, row: int) -> Dict[str, Any]:
     message = build_track(user_id="u", event="Row", properties={"row": row})
-    client._enqueue_encoded(message, encode_event(message), RowAck(owner, row))
+    client._enqueue_encoded(message, encode_event(message), BatchAck(owner, row))
     return message
 
 

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from journy_analytics import ValidationError, __version__
-from journy_analytics import _messages as m
-from journy_analytics._encoding import encode_event
+from journy_analytics._message import _build as m
+from journy_analytics._message._encoding import encode_event
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UUID_SHAPE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

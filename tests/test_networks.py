@@ -12,9 +12,8 @@ from typing import List, Mapping
 import pytest
 
 from journy_analytics import Analytics, Response, RetryPolicy
-from journy_analytics._delivery import BatchResult, BatchSender, Split
-from journy_analytics._events import Emitter
-from journy_analytics._network import (
+from journy_analytics._core._attempt import BatchResult, BatchSender, Split
+from journy_analytics._core._network import (
     PROXY_FROM_ENV,
     NameResolutionError,
     NetworkSettings,
@@ -22,7 +21,8 @@ from journy_analytics._network import (
     bypasses_proxy,
     environment_proxies,
 )
-from journy_analytics._transport import StdlibHttpClient, explain_failure
+from journy_analytics._core._transport import StdlibHttpClient, explain_failure
+from journy_analytics._handlers import Emitter
 
 
 def test_lower_case_wins_and_an_empty_lower_case_unsets() -> None:

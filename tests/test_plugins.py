@@ -9,7 +9,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
-from journy_analytics import Analytics, DeliveryError, _plugins
+from journy_analytics import Analytics, DeliveryError
+from journy_analytics._message import _chain as _plugins
 from journy_analytics.collector import CollectorThread
 from journy_analytics.plugins import Plugin
 

@@ -6,7 +6,7 @@ import email.utils
 
 import pytest
 
-from journy_analytics._retry import Outcome, RetryPolicy, parse_retry_after
+from journy_analytics._core._retry import Outcome, RetryPolicy, parse_retry_after
 
 classify = RetryPolicy().classify
 

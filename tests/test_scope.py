@@ -13,7 +13,7 @@ import pytest
 import journy_analytics
 from journy_analytics import Analytics, ValidationError, scope
 from journy_analytics._default import set_default_client
-from journy_analytics._scope import Scope, active_scope
+from journy_analytics._message._scope import Scope, active_scope
 from journy_analytics.collector import CollectorThread
 
 LIBRARY_ONLY = {"library"}

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from journy_analytics import Analytics, DeliveryError, RetryPolicy, ValidationError
-from journy_analytics._transport import StdlibHttpClient
+from journy_analytics._core._transport import StdlibHttpClient
 
 WRITE_KEY = "wk_live_S3CR3T_5f0e8d9c7b6a"
 TOKEN = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()

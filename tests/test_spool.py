@@ -142,7 +142,7 @@ def test_spool_failing_at_run_time_is_reported_and_nothing_is_lost(tmp_path: Pat
         a = Analytics(write_key="k", host=c.url, spool=str(tmp_path / "s.db"), flush_interval=0.01)
         errors: List[DeliveryError] = []
         a.on("error", errors.append)
-        spool = a._worker._journal._spool
+        spool = a._worker._journal._file
         assert spool is not None
         spool._db.close()  # the disk went away under us
         for i in range(10):

@@ -11,6 +11,7 @@ Or the module-level default client, configured from ``JOURNY_WRITE_KEY``::
     analytics.track(user_id="f4ca124298", event="Signed Up")
 """
 
+from journy_analytics._core import HttpClient, Response, RetryPolicy
 from journy_analytics._default import (
     aclose,
     aflush,
@@ -30,10 +31,8 @@ from journy_analytics._default import (
     stats,
     track,
 )
-from journy_analytics._errors import DeliveryError, ValidationError
-from journy_analytics._retry import RetryPolicy
-from journy_analytics._scope import scope
-from journy_analytics._transport import HttpClient, Response
+from journy_analytics._exceptions import DeliveryError, ValidationError
+from journy_analytics._message import scope
 from journy_analytics._types import Cause
 from journy_analytics._version import __version__
 from journy_analytics.client import Analytics

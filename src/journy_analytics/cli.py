@@ -17,7 +17,7 @@ import urllib.request
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, TextIO
 
-from journy_analytics._import._command import add_import_command, run_import_command
+from journy_analytics._import import add_import_command, run_import_command
 from journy_analytics.client import DEFAULT_PATH
 
 __all__ = ["main"]
@@ -337,8 +337,7 @@ def _collector(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, faults: Any) -> int:
-    from journy_analytics.collector._server import CollectorState, Server
-    from journy_analytics.collector._store import Store
+    from journy_analytics.collector import CollectorState, Server, Store
 
     db = args.db if args.db == ":memory:" else os.path.abspath(args.db)
     try:

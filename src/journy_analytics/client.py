@@ -22,20 +22,28 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from journy_analytics import _default, _fork, _shutdown
-from journy_analytics import _messages as m
+from journy_analytics import _default
+from journy_analytics import _message as m
 from journy_analytics._aio import run_in_thread as _run_in_thread
-from journy_analytics._encoding import encode_event
-from journy_analytics._errors import DeliveryError, ValidationError
-from journy_analytics._events import Emitter, Handler
-from journy_analytics._logs import logger
-from journy_analytics._network import PROXY_FROM_ENV, NetworkSettings, _FromEnvironment
-from journy_analytics._plugins import PluginChain
-from journy_analytics._retry import RetryPolicy
-from journy_analytics._scope import active_scope as _active_scope
-from journy_analytics._transport import HttpClient, Response, StdlibHttpClient
+from journy_analytics._core import (
+    PROXY_FROM_ENV,
+    HttpClient,
+    NetworkSettings,
+    ProxySetting,
+    Response,
+    RetryPolicy,
+    StdlibHttpClient,
+    Worker,
+    WorkerConfig,
+)
+from journy_analytics._exceptions import DeliveryError, ValidationError
+from journy_analytics._handlers import Emitter, Handler
+from journy_analytics._lifecycle import fork as _fork
+from journy_analytics._lifecycle import shutdown as _shutdown
+from journy_analytics._logging import logger
+from journy_analytics._message import PluginChain, encode_event
+from journy_analytics._message import active_scope as _active_scope
 from journy_analytics._types import FLUSH_TIMEOUT, Callback, _Default
-from journy_analytics._worker import Worker, WorkerConfig
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "Analytics"]
 
@@ -87,7 +95,7 @@ class Analytics:
         retry_policy: Optional[RetryPolicy] = None,
         spool_commit_interval: float = 0.2,
         enqueue_timeout: float = 0.0,
-        proxy: Union[str, _FromEnvironment, None] = PROXY_FROM_ENV,
+        proxy: Union[str, ProxySetting, None] = PROXY_FROM_ENV,
         ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         if not isinstance(write_key, str) or not write_key.strip():

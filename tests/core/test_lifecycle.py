@@ -17,8 +17,9 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from journy_analytics import Analytics, DeliveryError, RetryPolicy, ValidationError, _worker
-from journy_analytics._transport import RequestTimeoutError, StdlibHttpClient
+from journy_analytics import Analytics, DeliveryError, RetryPolicy, ValidationError
+from journy_analytics._core import _worker
+from journy_analytics._core._transport import RequestTimeoutError, StdlibHttpClient
 from journy_analytics.collector import CollectorThread
 
 
@@ -354,7 +355,7 @@ def test_in_flight_events_at_a_close_timeout_are_reported_once(scripted: Any) ->
 
 
 def test_timestamps_before_year_1000_are_iso_and_range_ends_are_validation_errors() -> None:
-    from journy_analytics._messages import format_timestamp
+    from journy_analytics._message._build import format_timestamp
 
     assert format_timestamp(dt.datetime(999, 1, 2, 3, 4, 5)) == "0999-01-02T03:04:05.000Z"
     assert format_timestamp(dt.datetime(5, 1, 1)) == "0005-01-01T00:00:00.000Z"
@@ -491,8 +492,8 @@ def test_a_proxy_host_with_a_prefix_is_fine() -> None:
 
 
 def test_redaction_of_a_short_key_keeps_other_words_whole() -> None:
-    from journy_analytics import _events
-    from journy_analytics._delivery import BatchSender
+    from journy_analytics import _handlers as _events
+    from journy_analytics._core._attempt import BatchSender
 
     sender = BatchSender(
         url="http://127.0.0.1:9/backend/v1/batch",

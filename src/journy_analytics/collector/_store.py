@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 import orjson
 
-from journy_analytics._threads import signal_free
+from journy_analytics._lifecycle import signal_free
 from journy_analytics.collector._ingest import PreparedEvent
 
 __all__ = ["IngestResult", "Store"]

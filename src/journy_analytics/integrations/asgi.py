@@ -32,7 +32,7 @@ import logging
 from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional
 
 from journy_analytics import _default
-from journy_analytics._scope import activate, deactivate
+from journy_analytics._message import activate, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import (
     cookie_in_header,

@@ -28,7 +28,7 @@ import contextvars
 import threading
 from typing import Any, Dict, Optional
 
-from journy_analytics._scope import Scope, activate_scope, active_scope, deactivate
+from journy_analytics._message import Scope, activate_scope, active_scope, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import RateLimitedLog, flush, missing_framework
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any, Callable, Dict, Optional
 
-from journy_analytics._scope import activate, deactivate
+from journy_analytics._message import activate, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import (
     JOURNY_COOKIE,

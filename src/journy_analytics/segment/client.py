@@ -18,10 +18,9 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from journy_analytics import _messages as m
-from journy_analytics._errors import DeliveryError, ValidationError
-from journy_analytics._network import PROXY_FROM_ENV
-from journy_analytics._retry import RetryPolicy
+from journy_analytics import _message as m
+from journy_analytics._core import PROXY_FROM_ENV, RetryPolicy
+from journy_analytics._exceptions import DeliveryError, ValidationError
 from journy_analytics.client import Analytics
 from journy_analytics.segment._proxy import proxy_for
 

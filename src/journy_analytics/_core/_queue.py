@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from typing import Deque, List, Optional, Protocol
 
-from journy_analytics._encoding import MAX_BATCH_BYTES, compact
+from journy_analytics._message import MAX_BATCH_BYTES, compact
 from journy_analytics._types import Batch, Item, data_of
 
 __all__ = ["ENVELOPE_BYTES", "EventQueue"]

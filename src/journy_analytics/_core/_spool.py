@@ -1,7 +1,7 @@
-"""The journal: the worker's side of the optional spool (``Analytics(spool=path)``).
+"""The spool: the worker's side of the optional disk queue (``Analytics(spool=path)``).
 
-It owns the :class:`~journy_analytics._spool.Spool` and the bookkeeping around it: which
-queue positions are on disk (``spooled_upto``), group commits (every
+It owns the :class:`~journy_analytics._core._spool_file.SpoolFile` (the SQLite file) and the
+bookkeeping around it: which queue positions are on disk (``spooled_upto``), group commits (every
 ``commit_interval`` and before each batch leaves, never per event), removing rows once
 their batch is settled for good, replaying an earlier run's leftovers, falling back to
 memory when the disk fails, and closing the file only once no batch is on the wire (a
@@ -14,16 +14,16 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from journy_analytics._delivery import BatchResult
-from journy_analytics._logs import logger
-from journy_analytics._queue import EventQueue
-from journy_analytics._spool import Spool, SpoolError, SpoolLockedError
+from journy_analytics._core._attempt import BatchResult
+from journy_analytics._core._queue import EventQueue
+from journy_analytics._core._spool_file import SpoolError, SpoolFile, SpoolLockedError
+from journy_analytics._logging import logger
 from journy_analytics._types import Batch, Cause
 
-__all__ = ["Journal"]
+__all__ = ["Spool"]
 
 
-class Journal:
+class Spool:
     def __init__(
         self,
         path: Optional[str],
@@ -39,7 +39,7 @@ class Journal:
         self._queue = queue
         self._commit_interval = commit_interval
         self._on_failure = on_failure
-        self._spool: Optional[Spool] = None
+        self._file: Optional[SpoolFile] = None
         self._error = error
         self._spooled_upto = 0
         self._last_commit = 0.0
@@ -47,7 +47,7 @@ class Journal:
 
     @property
     def enabled(self) -> bool:
-        return self._spool is not None
+        return self._file is not None
 
     def open(self) -> List[bytes]:
         """Open the spool; return what an earlier run left (oldest first). A path another
@@ -55,7 +55,7 @@ class Journal:
         if self._path is None:
             return []
         try:
-            spool = Spool(self._path)
+            spool = SpoolFile(self._path)
             leftovers = spool.take_leftovers()
         except SpoolLockedError:
             raise
@@ -67,13 +67,13 @@ class Journal:
             self._error = f"cannot use spool file {self._path}: {exc}"
             logger.error("%s; events are kept in memory only", self._error)
             return []
-        self._spool = spool
+        self._file = spool
         return leftovers
 
     def forget_beyond(self, keep: int, total: int) -> None:
         """Leftovers past the queue's bound are dropped (and reported by the caller)."""
-        if self._spool is not None and total > keep:
-            self._spool.remove(keep, total)
+        if self._file is not None and total > keep:
+            self._file.remove(keep, total)
 
     def replayed(self, count: int) -> None:
         self._spooled_upto = count
@@ -86,7 +86,7 @@ class Journal:
 
     def commit(self) -> None:
         """Write what is queued and not on disk yet, in one transaction."""
-        spool = self._spool
+        spool = self._file
         if spool is None:
             return
         self._last_commit = time.monotonic()
@@ -107,7 +107,7 @@ class Journal:
     def settled(self, batch: Batch, result: BatchResult) -> None:
         """Delivered, or refused for good and reported: not to be sent again. A batch the
         client gave up on at close stays for the next client on this path."""
-        spool = self._spool
+        spool = self._file
         if spool is None or result.cause is Cause.CLOSED:
             return
         try:
@@ -128,15 +128,15 @@ class Journal:
             self._close_now()
 
     def _close_now(self) -> None:
-        spool, self._spool = self._spool, None
+        spool, self._file = self._file, None
         if spool is not None:
             spool.close()
 
     def after_fork(self) -> None:
-        if self._spool is not None:
+        if self._file is not None:
             # The file, its lock and its connection are the parent's.
-            self._spool.abandon()
-            self._spool = None
+            self._file.abandon()
+            self._file = None
             self._error = "a forked child does not share its parent's spool"
             logger.warning(
                 "this forked child keeps events in memory only; create the client after "
@@ -144,14 +144,14 @@ class Journal:
             )
 
     def _failed(self, exc: BaseException) -> None:
-        spool, self._spool = self._spool, None
+        spool, self._file = self._file, None
         path = spool.path if spool is not None else self._path
         self._error = f"spool {path} failed: {exc}"
         self._on_failure(self._error)
 
     def figures(self) -> Dict[str, Any]:
         return {
-            "enabled": self._spool is not None,
-            "path": self._spool.path if self._spool is not None else self._path,
+            "enabled": self._file is not None,
+            "path": self._file.path if self._file is not None else self._path,
             "error": self._error,
         }

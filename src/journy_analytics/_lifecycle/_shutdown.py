@@ -29,8 +29,8 @@ import threading
 import time
 from typing import Any, List, Optional, Protocol, Set
 
-from journy_analytics._logs import logger
-from journy_analytics._threads import signal_free
+from journy_analytics._lifecycle._threads import signal_free
+from journy_analytics._logging import logger
 
 __all__ = ["flush_all", "install_sigterm_handler", "track", "untrack"]
 

@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Union
 
-from journy_analytics import _fork
-from journy_analytics._errors import ValidationError
+from journy_analytics._exceptions import ValidationError
+from journy_analytics._lifecycle import fork as _fork
 from journy_analytics._version import __version__
 
 __all__ = [

@@ -23,9 +23,9 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import orjson
 
-from journy_analytics._errors import DeliveryError, ValidationError
-from journy_analytics._events import Emitter
-from journy_analytics._threads import signal_free
+from journy_analytics._exceptions import DeliveryError, ValidationError
+from journy_analytics._handlers import Emitter
+from journy_analytics._lifecycle import signal_free
 
 __all__ = ["DESTINATION_QUEUE_SIZE", "PLUGIN_TYPES", "PluginChain"]
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import orjson
 
-from journy_analytics._errors import ValidationError
+from journy_analytics._exceptions import ValidationError
 
 __all__ = [
     "MAX_BATCH_BYTES",

@@ -34,7 +34,7 @@ import time
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
-from journy_analytics._threads import signal_free
+from journy_analytics._lifecycle import signal_free
 
 __all__ = [
     "PROXY_FROM_ENV",

@@ -43,8 +43,8 @@ from typing import (
     cast,
 )
 
-from journy_analytics._errors import ValidationError
-from journy_analytics._messages import _id
+from journy_analytics._exceptions import ValidationError
+from journy_analytics._message._build import _id
 
 __all__ = ["Scope", "activate", "activate_scope", "active_scope", "deactivate", "scope"]
 

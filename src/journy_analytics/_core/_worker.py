@@ -5,7 +5,7 @@ which decides *when* to send: a full batch, the oldest event past ``flush_interv
 flush or a close. Each piece of state has one owner (see ``_types`` for the path of one
 event): the queue (``_queue.EventQueue``), the senders and parked retries
 (``_senders.SenderPool``), the counters and reporting (``_outcomes.Outcomes``) and the
-spool (``_journal.Journal``). The queue and the outcomes share one state lock so that a
+spool (``_spool.Spool``). The queue and the outcomes share one state lock so that a
 ``stats()`` snapshot is consistent.
 
 Deadlines are on ``time.monotonic()``: one per flush or close, passed down as remaining
@@ -20,17 +20,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from journy_analytics import _fork, _shutdown
-from journy_analytics._delivery import BatchResult, BatchSender
-from journy_analytics._events import Emitter
-from journy_analytics._journal import Journal
-from journy_analytics._logs import RateLimitedLog, logger
-from journy_analytics._outcomes import Outcomes
-from journy_analytics._queue import EventQueue
-from journy_analytics._retry import RetryPolicy
-from journy_analytics._senders import SenderPool
-from journy_analytics._threads import signal_free
-from journy_analytics._transport import HttpClient
+from journy_analytics._core._attempt import BatchResult, BatchSender
+from journy_analytics._core._outcomes import Outcomes
+from journy_analytics._core._queue import EventQueue
+from journy_analytics._core._retry import RetryPolicy
+from journy_analytics._core._sender_pool import SenderPool
+from journy_analytics._core._spool import Spool
+from journy_analytics._core._transport import HttpClient
+from journy_analytics._handlers import Emitter
+from journy_analytics._lifecycle import fork as _fork
+from journy_analytics._lifecycle import shutdown as _shutdown
+from journy_analytics._lifecycle import signal_free
+from journy_analytics._logging import RateLimitedLog, logger
 from journy_analytics._types import Batch, Callback, Cause, Item
 
 __all__ = ["Worker", "WorkerConfig"]
@@ -97,7 +98,7 @@ class Worker:
             held_elsewhere=self._outcomes,
             wake=self._wake,
         )
-        self._journal = Journal(
+        self._journal = Spool(
             spool_path,
             lock=self._lock,
             queue=self._queue,

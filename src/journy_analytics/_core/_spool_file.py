@@ -1,4 +1,4 @@
-"""The optional durable queue: accepted events on disk until the server acknowledges them.
+"""The spool's file: accepted events on disk until the server acknowledges them.
 
 SQLite in WAL mode, written only in group commits (every ``commit_interval`` and before
 each batch goes out), never once per event, so the call path pays nothing for it.
@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from typing import IO, List, Optional, Sequence
 
-__all__ = ["Spool", "SpoolError", "SpoolLockedError"]
+__all__ = ["SpoolError", "SpoolFile", "SpoolLockedError"]
 
 logger = logging.getLogger("journy_analytics")
 
@@ -35,7 +35,7 @@ class SpoolLockedError(ValueError):
     """Another live process holds this spool path."""
 
 
-class Spool:
+class SpoolFile:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         self._lock = threading.Lock()

@@ -21,9 +21,9 @@ import threading
 import time
 from typing import Callable, List, Optional, Tuple
 
-from journy_analytics._delivery import BatchResult, BatchSender, RetryLater, Split
-from journy_analytics._logs import logger
-from journy_analytics._threads import signal_free
+from journy_analytics._core._attempt import BatchResult, BatchSender, RetryLater, Split
+from journy_analytics._lifecycle import signal_free
+from journy_analytics._logging import logger
 from journy_analytics._types import Batch, data_of
 
 __all__ = ["SenderPool"]

@@ -20,17 +20,17 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Protocol, Tuple
 
 import orjson
 
-from journy_analytics._delivery import Attempted, BatchResult
-from journy_analytics._errors import DeliveryError
-from journy_analytics._events import Emitter
-from journy_analytics._logs import RateLimitedLog, logger
+from journy_analytics._core._attempt import Attempted, BatchResult
+from journy_analytics._exceptions import DeliveryError
+from journy_analytics._handlers import Emitter
+from journy_analytics._logging import RateLimitedLog, logger
 from journy_analytics._types import EVENT_TYPES, Batch, Callback, Cause, Item, callback_of, data_of
 
-__all__ = ["Outcomes", "RowAck"]
+__all__ = ["BatchAck", "BatchOwner", "Outcomes"]
 
 _SAMPLE_SIZE = 20
 _OVERFLOW_REPORT_EVERY = 1.0
@@ -273,7 +273,7 @@ class Outcomes:
         wants_types = any(emitter.has(t) for t in EVENT_TYPES)
         if not wants_callbacks and not wants_types:
             return
-        if not wants_types and _ack_rows(items):
+        if not wants_types and _ack_batch(items):
             return
         for item in items:
             message = orjson.loads(data_of(item))
@@ -325,37 +325,50 @@ class Outcomes:
         }
 
 
-class RowAck:
-    """An internal callback for bulk senders (the import engine): ``owner`` is told of
-    ``row`` like any callback, ``owner.row_result(row, error, message)``; but when the
-    whole batch settled delivered and every callback in it is a ``RowAck`` of one owner,
-    the owner gets one ``owner.rows_delivered(rows)`` call instead, and no event is
-    decoded for it (per-event callbacks cost a backfill a third of its time)."""
+class BatchAck:
+    """A callback that can be settled a whole batch at a time, for bulk senders.
 
-    __slots__ = ("owner", "row")
+    ``owner`` (a :class:`BatchOwner`) hears of ``token`` like any callback, with
+    ``owner.event_settled(token, error, message)``; but when the whole batch settled
+    delivered and every callback in it is a ``BatchAck`` of one owner, the owner gets one
+    ``owner.batch_delivered(tokens)`` call instead and no event is decoded for it
+    (per-event callbacks cost a backfill a third of its time). The core knows nothing of
+    what a token stands for (the import's rows)."""
 
-    def __init__(self, owner: Any, row: Any) -> None:
+    __slots__ = ("owner", "token")
+
+    def __init__(self, owner: BatchOwner, token: Any) -> None:
         self.owner = owner
-        self.row = row
+        self.token = token
 
     def __call__(self, error: Optional[BaseException], message: Dict[str, Any]) -> None:
-        self.owner.row_result(self.row, error, message)
+        self.owner.event_settled(self.token, error, message)
 
 
-def _ack_rows(items: List[Item]) -> bool:
-    """A delivered batch of one owner's ``RowAck``s: one call; False if it is not that."""
+class BatchOwner(Protocol):
+    """Who is told of :class:`BatchAck` tokens (both calls come on a sender thread)."""
+
+    def event_settled(
+        self, token: Any, error: Optional[BaseException], message: Dict[str, Any]
+    ) -> None: ...
+
+    def batch_delivered(self, tokens: List[Any]) -> None: ...
+
+
+def _ack_batch(items: List[Item]) -> bool:
+    """A delivered batch of one owner's ``BatchAck``s: one call; False if it is not that."""
     first = callback_of(items[0])
-    if type(first) is not RowAck:
+    if type(first) is not BatchAck:
         return False
     owner = first.owner
-    rows = []
+    tokens = []
     for item in items:
         ack = callback_of(item)
-        if type(ack) is not RowAck or ack.owner is not owner:
+        if type(ack) is not BatchAck or ack.owner is not owner:
             return False
-        rows.append(ack.row)
+        tokens.append(ack.token)
     try:
-        owner.rows_delivered(rows)
+        owner.batch_delivered(tokens)
     except BaseException:  # as _call: never unwind a worker thread's accounting
         logger.exception("an event callback raised; carrying on")
     return True

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Protocol, Tuple, runtime_checkable
 from urllib.parse import urlsplit
 
-from journy_analytics import _network
-from journy_analytics._network import NetworkSettings, Proxy, ProxyTunnelError
-from journy_analytics._threads import signal_free
+from journy_analytics._core import _network
+from journy_analytics._core._network import NetworkSettings, Proxy, ProxyTunnelError
+from journy_analytics._lifecycle import signal_free
 from journy_analytics._version import __version__
 
 __all__ = [

@@ -18,11 +18,11 @@ from urllib.parse import urljoin, urlsplit
 
 import orjson
 
-from journy_analytics._events import Emitter
-from journy_analytics._messages import now_iso
-from journy_analytics._network import NameResolutionError
-from journy_analytics._retry import Outcome, RetryPolicy
-from journy_analytics._transport import USER_AGENT, HttpClient, Response, explain_failure
+from journy_analytics._core._network import NameResolutionError
+from journy_analytics._core._retry import Outcome, RetryPolicy
+from journy_analytics._core._transport import USER_AGENT, HttpClient, Response, explain_failure
+from journy_analytics._handlers import Emitter
+from journy_analytics._message import now_iso
 from journy_analytics._types import Cause
 
 __all__ = ["Attempted", "BatchResult", "BatchSender", "RetryLater", "RetryState", "Split"]
