@@ -106,3 +106,37 @@ def test_the_check_sees_a_crossing(tmp_path: Path) -> None:
         f"{PACKAGE}/client.py:3",
         f"{PACKAGE}/client.py:5",
     ]
+
+
+# Exceptions that never reach a user of the package: caught inside it (SpoolError, the
+# import's Refusal), or the Segment drop-in's own name for ValidationError.
+_INTERNAL_EXCEPTIONS = {"SpoolError", "Refusal", "SegmentValidationError"}
+
+
+def _exception_classes(root: Path = ROOT) -> List[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                bases = [ast.unparse(base) for base in node.bases]
+                if any(b.endswith(("Error", "Exception")) for b in bases):
+                    found.append(f"{path.relative_to(root).as_posix()}:{node.name}")
+    return found
+
+
+def test_every_public_exception_lives_in_one_module_and_is_exported() -> None:
+    from journy_analytics import _exceptions
+
+    elsewhere = [
+        entry
+        for entry in _exception_classes()
+        if not entry.startswith("_exceptions.py:")
+        and entry.split(":")[1] not in _INTERNAL_EXCEPTIONS
+        and not entry.startswith("collector/")  # the collector is a server: its own
+    ]
+    assert elsewhere == []
+    for name in _exceptions.__all__:
+        assert getattr(journy_analytics, name) is getattr(_exceptions, name)
+        assert name in journy_analytics.__all__
+        assert name in (ROOT.parent.parent / "README.md").read_text(encoding="utf-8")

@@ -31,7 +31,15 @@ from journy_analytics._default import (
     stats,
     track,
 )
-from journy_analytics._exceptions import DeliveryError, ValidationError
+from journy_analytics._exceptions import (
+    DeliveryError,
+    NameResolutionError,
+    ProxyConnectError,
+    ProxyTunnelError,
+    RequestTimeoutError,
+    SpoolLockedError,
+    ValidationError,
+)
 from journy_analytics._message import scope
 from journy_analytics._types import Cause
 from journy_analytics._version import __version__
@@ -47,8 +55,13 @@ __all__ = [
     "Cause",
     "DeliveryError",
     "HttpClient",
+    "NameResolutionError",
+    "ProxyConnectError",
+    "ProxyTunnelError",
+    "RequestTimeoutError",
     "Response",
     "RetryPolicy",
+    "SpoolLockedError",
     "ValidationError",
     "__version__",
     "aclose",

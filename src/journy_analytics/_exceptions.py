@@ -1,10 +1,38 @@
-"""The two exceptions a user can meet: one at call time, one reported after enqueue."""
+"""Every exception a user of the SDK can meet, in one place, all exported by ``journy_analytics``.
+
+The hierarchy::
+
+    Exception
+    +-- ValidationError (ValueError)     an event method's call was malformed: nothing queued
+    +-- SpoolLockedError (ValueError)    Analytics(spool=path): another live process holds path
+    +-- DeliveryError                    accepted events were not delivered (handlers, callbacks)
+    +-- OSError                          a request failed; the client retries or reports it as a
+        |                                DeliveryError / last_error, an HttpClient may raise them
+        +-- TimeoutError
+        |   +-- RequestTimeoutError      the whole request outlived its timeout
+        +-- NameResolutionError          the host name could not be resolved (DNS)
+        +-- ProxyConnectError            the proxy itself could not be reached
+        +-- ProxyTunnelError             the proxy answered CONNECT with a 5xx
+
+Only ``ValidationError`` (and ``TypeError`` for a positional call) is raised by the call
+path; ``SpoolLockedError`` by the constructor. Everything after enqueue is reported, not
+raised: ``DeliveryError`` to error handlers and callbacks, the request errors as the
+``DeliveryError``'s reason and in ``stats()["last_error"]``.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["DeliveryError", "ValidationError"]
+__all__ = [
+    "DeliveryError",
+    "NameResolutionError",
+    "ProxyConnectError",
+    "ProxyTunnelError",
+    "RequestTimeoutError",
+    "SpoolLockedError",
+    "ValidationError",
+]
 
 
 class ValidationError(ValueError):
@@ -43,3 +71,25 @@ class DeliveryError(Exception):
         self.status = status
         self.events: List[Dict[str, Any]] = list(events or ())
         self.count = len(self.events) if count is None else count
+
+
+class SpoolLockedError(ValueError):
+    """Another live process holds this spool path (``Analytics(spool=path)``): give each
+    process a path of its own, or wait until the other one closes its client."""
+
+
+class RequestTimeoutError(TimeoutError):
+    """The whole request took longer than its timeout (e.g. a server dripping bytes)."""
+
+
+class NameResolutionError(OSError):
+    """A host name could not be resolved (DNS): the text says which and what to check."""
+
+
+class ProxyConnectError(OSError):
+    """The proxy itself could not be reached (refused, reset, no route, timed out)."""
+
+
+class ProxyTunnelError(OSError):
+    """The proxy answered the CONNECT with a 5xx: it could not reach the server. For the
+    SDK, the same as a server that is down."""

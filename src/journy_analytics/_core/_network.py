@@ -34,6 +34,7 @@ import time
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
+from journy_analytics._exceptions import NameResolutionError, ProxyTunnelError
 from journy_analytics._lifecycle import signal_free
 
 __all__ = [
@@ -66,15 +67,6 @@ class _FromEnvironment:
 PROXY_FROM_ENV = _FromEnvironment()
 
 ProxySetting = Union[str, None, _FromEnvironment]
-
-
-class NameResolutionError(OSError):
-    """A host name could not be resolved (DNS): the text says which and what to check."""
-
-
-class ProxyTunnelError(OSError):
-    """The proxy answered the CONNECT with a 5xx: it could not reach the server. For the
-    SDK, the same as a server that is down."""
 
 
 class Proxy:

@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from journy_analytics._core._attempt import BatchResult
 from journy_analytics._core._queue import EventQueue
-from journy_analytics._core._spool_file import SpoolError, SpoolFile, SpoolLockedError
+from journy_analytics._core._spool_file import SpoolError, SpoolFile
+from journy_analytics._exceptions import SpoolLockedError
 from journy_analytics._logging import logger
 from journy_analytics._types import Batch, Cause
 

@@ -11,15 +11,14 @@ killed (``kill -9``, a crash, OOM); the last commits may be lost on power failur
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
 from typing import IO, List, Optional, Sequence
 
-__all__ = ["SpoolError", "SpoolFile", "SpoolLockedError"]
+from journy_analytics._exceptions import SpoolLockedError
 
-logger = logging.getLogger("journy_analytics")
+__all__ = ["SpoolError", "SpoolFile"]
 
 try:
     import fcntl
@@ -29,10 +28,6 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock, one process
 
 class SpoolError(Exception):
     """The spool file cannot be used (corrupt, unwritable): the client falls back to memory."""
-
-
-class SpoolLockedError(ValueError):
-    """Another live process holds this spool path."""
 
 
 class SpoolFile:

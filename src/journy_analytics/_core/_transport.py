@@ -31,7 +31,8 @@ from typing import Dict, List, Mapping, Optional, Protocol, Tuple, runtime_check
 from urllib.parse import urlsplit
 
 from journy_analytics._core import _network
-from journy_analytics._core._network import NetworkSettings, Proxy, ProxyTunnelError
+from journy_analytics._core._network import NetworkSettings, Proxy
+from journy_analytics._exceptions import ProxyConnectError, ProxyTunnelError, RequestTimeoutError
 from journy_analytics._lifecycle import signal_free
 from journy_analytics._version import __version__
 
@@ -88,10 +89,6 @@ class HttpClient(Protocol):
     ) -> Response: ...
 
     def close(self) -> None: ...
-
-
-class RequestTimeoutError(TimeoutError):
-    """The whole request took longer than its timeout (e.g. a server dripping bytes)."""
 
 
 class _Watchdog:
@@ -157,10 +154,6 @@ class _Watched:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-
-class ProxyConnectError(OSError):
-    """The proxy itself could not be reached (refused, reset, no route, timed out)."""
 
 
 class _ProxyAnswered(Exception):
