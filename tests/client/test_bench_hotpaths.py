@@ -3,7 +3,7 @@
 ``make test`` runs pytest with ``--benchmark-disable``: each benchmarked function then runs once
 and these are correctness checks (no timing assertion). To time them:
 
-    .venv/bin/python -m pytest tests/test_bench_hotpaths.py --benchmark-enable
+    .venv/bin/python -m pytest tests/client/test_bench_hotpaths.py --benchmark-enable
 
 The track and batch tests use only the public API against a loopback HTTP server running in a
 thread; the encoding and body tests use ``journy_analytics._message._encoding`` and

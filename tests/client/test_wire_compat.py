@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List
 
 from journy_analytics import Analytics, __version__
 
-GOLDEN = Path(__file__).parent / "data" / "analytics-node-3.1.0-requests.json"
+GOLDEN = Path(__file__).parent.parent / "data" / "analytics-node-3.1.0-requests.json"
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 KEYWORDS = {
     "userId": "user_id",

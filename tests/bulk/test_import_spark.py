@@ -19,7 +19,7 @@ pytestmark = [
     ),
 ]
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "import.md"
+DOC = Path(__file__).resolve().parent.parent.parent / "docs" / "import.md"
 
 
 def _recipe() -> str:

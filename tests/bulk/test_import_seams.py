@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Tuple
 
 import orjson
 import pytest
-from tests.test_import import BAD_LINES, JOURNY, _event, _import, _rows_seen, _write_jsonl
-from tests.test_import_parallel import _wait_for_progress
+from tests.bulk.test_import import BAD_LINES, JOURNY, _event, _import, _rows_seen, _write_jsonl
+from tests.bulk.test_import_parallel import _wait_for_progress
 
 from journy_analytics import bulk
 from journy_analytics._import._command import EXIT_DAMAGED, EXIT_REFUSED

@@ -13,7 +13,7 @@ from journy_analytics import Analytics
 from journy_analytics._default import set_default_client
 from journy_analytics.collector import CollectorThread
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent.parent / "README.md"
 
 
 def python_blocks() -> List[str]:
@@ -81,6 +81,10 @@ def test_readme_examples_run_as_written(monkeypatch: pytest.MonkeyPatch) -> None
                 super().__init__(*args, **settings)
 
         monkeypatch.setattr(journy_analytics, "Analytics", Redirected)
+        # The examples set the module-level client's settings: undone after the test, so
+        # that tests run later do not inherit a host that is gone.
+        for setting in ("write_key", "host", "path"):
+            monkeypatch.setattr(journy_analytics, setting, getattr(journy_analytics, setting))
         previous = set_default_client(None)
         namespace: Dict[str, Any] = {}
         try:

@@ -1,6 +1,6 @@
 """Measure the collector's ingest rate (not a test; run it by hand).
 
-    .venv/bin/python tests/collector/measure_ingest.py [--events 100000] [--batch 100]
+    .venv/bin/python tools/measure_ingest.py [--events 100000] [--batch 100]
         [--threads 4] [--repeat 3] [--only raw|sdk]
 
 Two kinds of client, each on two workloads (``track``: track calls with an account

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import orjson
 import pytest
-from tests.test_import import (
+from tests.bulk.test_import import (
     BAD_LINES,
     JOURNY,
     _duplicate_free,
