@@ -15,7 +15,7 @@ Two paths produce the same bytes for the same input:
   helpers, and raises ``ValidationError`` naming the key path of what it cannot.
 
 Depth: ``MAX_DEPTH`` is orjson's own recursion limit, so the fast path refuses exactly
-what the walk refuses (tests/test_hostile_input.py checks both agree, and that the limit
+what the walk refuses (tests/message/test_hostile_input.py checks both agree, and that the limit
 still matches the installed orjson). One gap, orjson's: it does not count tuples, so a
 value nested more than ``MAX_DEPTH`` levels deep *through tuples* is accepted by the fast
 path (and thousands of such levels crash orjson 3.13; see docs/encoding.md).
