@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any, Callable, Dict, Tuple
 
+from journy_analytics._logging import logger
 from journy_analytics._types import EVENT_TYPES
 
 __all__ = ["EVENT_NAMES", "Emitter", "Handler"]
 
-logger = logging.getLogger("journy_analytics")
 
 Handler = Callable[..., Any]
 

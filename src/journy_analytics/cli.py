@@ -17,7 +17,12 @@ import urllib.request
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, TextIO
 
+from journy_analytics._argtypes import fraction as _fraction
+from journy_analytics._argtypes import non_negative_float as _non_negative_float
+from journy_analytics._argtypes import non_negative_int as _non_negative_int
+from journy_analytics._argtypes import positive_int as _positive_int
 from journy_analytics._import import add_import_command, run_import_command
+from journy_analytics._types import EVENT_TYPES
 from journy_analytics.client import DEFAULT_PATH
 
 __all__ = ["main"]
@@ -29,48 +34,10 @@ _URL_ENV = "JOURNY_COLLECTOR_URL"
 _KEY_ENV = "JOURNY_WRITE_KEY"
 # As the collector records them (a page with a name is a screen). Not imported from the
 # collector package: that would import aiohttp, which the query commands do not need.
-_EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 _DEMO_PORT = 8765
 _EXTRA_HINT = (
     'journy collector needs the collector extra: pip install "journy-analytics[collector]"'
 )
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -208,9 +175,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--type",
-        choices=_EVENT_TYPES,
+        choices=EVENT_TYPES,
         metavar="TYPE",
-        help=f"only events of this type: {', '.join(_EVENT_TYPES)}",
+        help=f"only events of this type: {', '.join(EVENT_TYPES)}",
     )
     ev.add_argument("--user-id", help="only events with this userId")
     ev.add_argument("--anonymous-id", help="only events with this anonymousId")

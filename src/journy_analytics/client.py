@@ -36,11 +36,12 @@ from journy_analytics._core import (
     Worker,
     WorkerConfig,
 )
+from journy_analytics._deadline import remaining as _remaining
 from journy_analytics._exceptions import DeliveryError, ValidationError
 from journy_analytics._handlers import Emitter, Handler
 from journy_analytics._lifecycle import fork as _fork
 from journy_analytics._lifecycle import shutdown as _shutdown
-from journy_analytics._logging import logger
+from journy_analytics._logging import RateLimit, logger
 from journy_analytics._message import PluginChain, encode_event
 from journy_analytics._message import active_scope as _active_scope
 from journy_analytics._types import FLUSH_TIMEOUT, Callback, _Default
@@ -163,7 +164,7 @@ class Analytics:
         self._closed = False
         self._close_lock = threading.Lock()
         self._calls_after_close = 0
-        self._after_close_logged_at = -10.0
+        self._after_close_log = RateLimit(10.0)
         if self.disable:
             make: Any = _NullHttpClient
             owns = True
@@ -537,11 +538,9 @@ class Analytics:
     def _after_close(self, data: bytes, callback: Optional[Callback]) -> None:
         message = orjson.loads(data)
         self._calls_after_close += 1
-        now = time.monotonic()
-        if now - self._after_close_logged_at >= 10.0:
+        if self._after_close_log.check()[0]:
             # The first such call, then one line per 10 s: a loop that keeps calling a closed
             # client must not flood the logs. Every call is still emitted and counted.
-            self._after_close_logged_at = now
             logger.warning(
                 "%s() called after close_and_flush() (%d such call(s) so far); the event is "
                 "not sent",
@@ -736,7 +735,3 @@ def _warn_plain_http(url: str) -> None:
             "and your users' data travel unencrypted. Use https://.",
             host,
         )
-
-
-def _remaining(deadline: Optional[float]) -> Optional[float]:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())

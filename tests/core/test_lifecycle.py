@@ -510,3 +510,17 @@ def test_redaction_of_a_short_key_keeps_other_words_whole() -> None:
     assert sender.redact("ok; look: k.") == "ok; look: [REDACTED]."
     token = base64.b64encode(b"k:").decode()
     assert sender.redact(f"Basic {token}") == "Basic [REDACTED]"
+
+
+def test_a_forked_child_does_not_inherit_the_parents_oldest_event_time() -> None:
+    # The dispatcher sends a batch once its oldest event is flush_interval old; a child
+    # that kept its parent's timestamp would send its first event at once, whatever the
+    # interval. _after_fork is what the fork hook runs in the child.
+    client = Analytics(write_key="k", host="http://127.0.0.1:9", flush_interval=3600)
+    worker = client._worker
+    try:
+        worker._oldest = time.monotonic() - 7200
+        worker._after_fork()
+        assert worker._oldest is None
+    finally:
+        client.close_and_flush(timeout=0)

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from journy_analytics._core._attempt import BatchResult, BatchSender
-from journy_analytics._core._outcomes import Outcomes
+from journy_analytics._core._outcomes import _OVERFLOW_REPORT_EVERY, Outcomes
 from journy_analytics._core._queue import EventQueue
 from journy_analytics._core._retry import RetryPolicy
 from journy_analytics._core._sender_pool import SenderPool
 from journy_analytics._core._spool import Spool
 from journy_analytics._core._transport import HttpClient
+from journy_analytics._deadline import remaining as _remaining
 from journy_analytics._handlers import Emitter
 from journy_analytics._lifecycle import fork as _fork
 from journy_analytics._lifecycle import shutdown as _shutdown
@@ -38,7 +39,6 @@ __all__ = ["Worker", "WorkerConfig"]
 
 # A flush still waiting after this long says, once, what it waits for.
 _SLOW_FLUSH_NOTICE = 5.0
-_OVERFLOW_REPORT_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,9 @@ class Worker:
         self._flush_target = 0
         self._replayed_into_queue = 0
         self._eager_deadline: Optional[float] = None
+        # When the oldest queued event arrived (None: the queue is empty); a child starts
+        # with none of its parent's.
+        self._oldest: Optional[float] = None
         # Callers waiting for room (enqueue_timeout); while any does, batches go at once.
         self._room_waiters = 0
 
@@ -328,8 +331,6 @@ class Worker:
         if batch is not None:
             pool.submit(batch)
         return 0.0
-
-    _oldest: Optional[float] = None
 
     def _on_result(self, batch: Batch, result: BatchResult) -> None:
         kept = result.cause is Cause.CLOSED and self._journal.enabled
@@ -557,9 +558,3 @@ class Worker:
 
 
 _DONE = -1.0
-
-
-def _remaining(deadline: Optional[float], cap: float) -> float:
-    if deadline is None:
-        return cap
-    return max(0.0, min(cap, deadline - time.monotonic()))

@@ -27,6 +27,7 @@ import orjson
 from journy_analytics import _message as m
 from journy_analytics._exceptions import ValidationError
 from journy_analytics._message import ENCODE_OPTIONS, encode_leaf, to_jsonable
+from journy_analytics._types import EVENT_TYPES
 
 __all__ = [
     "COLUMN_TYPES",
@@ -43,7 +44,7 @@ __all__ = [
 
 # A reader yields this for a row a checkpoint says is done: counted, never decoded.
 SKIPPED: Any = object()
-TYPES = ("identify", "group", "track", "page", "screen", "alias")
+TYPES = EVENT_TYPES
 
 # Top-level wire fields a row may carry, and the builder keyword each one feeds.
 _WIRE = {

@@ -12,7 +12,6 @@ event path is exactly what it was (one ``is not None`` test).
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -26,13 +25,13 @@ import orjson
 from journy_analytics._exceptions import DeliveryError, ValidationError
 from journy_analytics._handlers import Emitter
 from journy_analytics._lifecycle import signal_free
+from journy_analytics._logging import RateLimit, logger
+from journy_analytics._types import EVENT_TYPES
 
 __all__ = ["DESTINATION_QUEUE_SIZE", "PLUGIN_TYPES", "PluginChain"]
 
-logger = logging.getLogger("journy_analytics")
 
 PLUGIN_TYPES = ("before", "enrichment", "destination")
-_EVENT_TYPES = ("identify", "group", "track", "page", "screen", "alias")
 # Top-level containers of an event that a plugin may change in place: the chain hands it
 # copies, so the caller's own dicts are never changed behind its back.
 _OWN_COPIES = ("properties", "traits", "context", "integrations")
@@ -59,7 +58,7 @@ class _Entry:
             )
         default = getattr(plugin, "process", None)
         handlers: Dict[str, Handler] = {}
-        for event_type in _EVENT_TYPES:
+        for event_type in EVENT_TYPES:
             method = getattr(plugin, event_type, None)
             if callable(method):
                 handlers[event_type] = method
@@ -68,31 +67,12 @@ class _Entry:
         if not handlers:
             raise ValueError(
                 f"plugin {name!r} handles no event: give it a process(event) method, or "
-                f"methods named after event types ({', '.join(_EVENT_TYPES)})"
+                f"methods named after event types ({', '.join(EVENT_TYPES)})"
             )
         self.plugin = plugin
         self.name = name
         self.kind: str = kind
         self.handlers = handlers
-
-
-class _ReportLimiter:
-    """Log a problem once with its traceback, then one line per ``_REPORT_EVERY`` seconds
-    with the count since: a plugin that fails on every event must not flood the logs."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._state: Dict[str, Tuple[float, int]] = {}
-
-    def should_log(self, key: str) -> Tuple[bool, int]:
-        now = time.monotonic()
-        with self._lock:
-            last, suppressed = self._state.get(key, (-_REPORT_EVERY - 1.0, 0))
-            if now - last >= _REPORT_EVERY:
-                self._state[key] = (now, 0)
-                return True, suppressed
-            self._state[key] = (last, suppressed + 1)
-            return False, 0
 
 
 class PluginChain:
@@ -106,7 +86,7 @@ class PluginChain:
         self._in_thread: Tuple[_Entry, ...] = ()
         self._destinations: Tuple[_Entry, ...] = ()
         self._local = threading.local()
-        self._limiter = _ReportLimiter()
+        self._limiter = RateLimit(_REPORT_EVERY)
         self._dropped: Dict[str, int] = {}
         self._errors: Dict[str, int] = {}
         self._dispatcher = _DestinationDispatcher(self)
@@ -114,7 +94,7 @@ class PluginChain:
     def _after_fork(self) -> None:
         # Another thread may have held these at the fork; in the child it never releases them.
         self._lock = threading.Lock()
-        self._limiter = _ReportLimiter()
+        self._limiter = RateLimit(_REPORT_EVERY)
 
     # -- registry --------------------------------------------------------------------------
 
@@ -239,7 +219,7 @@ class PluginChain:
             table[name] = table.get(name, 0) + 1
 
     def _report(self, entry: _Entry, exc: BaseException, event: Any, fate: str) -> None:
-        log, suppressed = self._limiter.should_log(entry.name)
+        log, suppressed, _, _ = self._limiter.check(entry.name)
         reason = f"plugin {entry.name!r} ({entry.kind}) raised {type(exc).__name__}: {exc}; {fate}"
         if log:
             more = (

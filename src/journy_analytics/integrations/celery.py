@@ -44,8 +44,8 @@ HEADER = "journy_scope"
 _lock = threading.Lock()
 _tokens: Dict[str, contextvars.Token[Optional[Scope]]] = {}
 _flush_targets: Dict[int, tuple[Optional[Analytics], float]] = {}
-_bad_header = RateLimitedLog()
-_late = RateLimitedLog()
+_bad_header = RateLimitedLog(every=60.0)
+_late = RateLimitedLog(every=60.0)
 
 
 def instrument(

@@ -50,7 +50,7 @@ except ModuleNotFoundError as exc:
 __all__ = ["JournyAnalytics"]
 
 _G_TOKEN = "_journy_analytics_scope_token"
-_unbalanced = RateLimitedLog()
+_unbalanced = RateLimitedLog(every=60.0)
 
 
 def _flask_login_scope(request: Any) -> Dict[str, Any]:
