@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, Tuple
 
+from journy_analytics._lifecycle import user_code
 from journy_analytics._logging import logger
 from journy_analytics._types import EVENT_TYPES
 
@@ -58,13 +59,17 @@ class Emitter:
         return name in self._handlers
 
     def emit(self, name: str, *args: Any) -> None:
-        for handler in self._handlers.get(name, ()):
-            try:
-                handler(*args)
-            except BaseException:
-                # A user's handler must never take the worker down with it, even by
-                # raising SystemExit: the accounting around it must go on.
-                logger.exception("a %r handler raised; carrying on", name)
+        handlers = self._handlers.get(name)
+        if not handlers:
+            return
+        with user_code:  # handlers run with a normal thread's signal mask (see _threads)
+            for handler in handlers:
+                try:
+                    handler(*args)
+                except BaseException:
+                    # A user's handler must never take the worker down with it, even by
+                    # raising SystemExit: the accounting around it must go on.
+                    logger.exception("a %r handler raised; carrying on", name)
 
     @staticmethod
     def _check(name: str, handler: Handler) -> None:

@@ -94,8 +94,35 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="answer 413 to ingest bodies over N bytes (default: 512000, as journy.io)",
     )
+    rest = col.add_argument_group(
+        "REST API", "journy.io's REST API (api.journy.io paths, X-Api-Key header)"
+    )
+    rest.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY[:PERM,...]",
+        help="accept this API key (repeatable; default: any key, every permission); "
+        "PERMs: TrackData, ReadEvents, ReadProperties, ReadSegments, GetTrackingSnippet; "
+        "KEY:disabled answers 403",
+    )
+    rest.add_argument(
+        "--api-rate-limit",
+        default="1800/min",
+        metavar="N/min|N/s",
+        help="requests per key in a sliding window; beyond, 429 with Retry-After "
+        "(default: 1800/min, journy.io's)",
+    )
+    rest.add_argument(
+        "--website",
+        action="append",
+        dest="websites",
+        metavar="DOMAIN",
+        help="GET /tracking/snippet answers only for these domains, 404 for others "
+        "(repeatable; default: every domain)",
+    )
     faults = col.add_argument_group(
-        "fault injection", "off by default; applies to ingest requests only"
+        "fault injection", "off by default; applies to ingest and REST API requests"
     )
     faults.add_argument(
         "--fail-rate",
@@ -276,9 +303,12 @@ def _collector(args: argparse.Namespace) -> int:
     if not _aiohttp_available():
         print(_EXTRA_HINT, file=sys.stderr)
         return 2
-    from journy_analytics.collector import Faults
+    from journy_analytics.collector import Faults, RestSettings
 
     try:
+        args.rest = RestSettings(
+            api_keys=args.api_keys, rate_limit=args.api_rate_limit, websites=args.websites
+        )
         faults = Faults(
             fail_rate=args.fail_rate,
             fail_status=args.fail_status,
@@ -320,6 +350,7 @@ async def _serve(args: argparse.Namespace, faults: Any) -> int:
             path=args.path,
             faults=faults,
             allowed_hosts=args.allowed_hosts,
+            rest=args.rest,
             **limits,
         )
         server = Server(state, args.host, args.port)
@@ -365,11 +396,15 @@ def _print_banner(args: argparse.Namespace, port: int, db: str, faults: Any) -> 
         if count
         else "any non-empty key"
     )
+    api_count = len(args.api_keys or ())
+    api_keys = f"{api_count} set with --api-key" if api_count else "any key"
     lines = [
         f"journy collector listening on {url}",
         f'  point the SDK at it:  Analytics(write_key="...", host="{url}")',
         f"  batch endpoint:       POST {url}{args.path}  (also /v1/batch, /v1/<type>)",
         f"  write keys:           {keys}",
+        f"  REST API:             {url}/users/upsert, /track, ... (journy.io's paths; "
+        f"X-Api-Key: {api_keys}; {args.rest.limiter.rate} per key)",
         f"  database:             {db}",
         f"  inspector:            {url}/  (open it in a browser: events live, profiles)",
         f"  read it:              journy events --url {url}  |  journy user ID  |  "

@@ -20,6 +20,7 @@ from journy_analytics.cli import main
 from journy_analytics.collector import CollectorThread, Store
 from journy_analytics.collector._ingest import prepare_batch
 from journy_analytics.collector._live import LIVE_ROWS
+from journy_analytics.collector._store import SCHEMA_VERSION
 
 
 def start_collector(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], str]:
@@ -354,7 +355,7 @@ def test_a_version_1_database_is_migrated(tmp_path):
         finally:
             store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 

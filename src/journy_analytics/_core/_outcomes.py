@@ -27,6 +27,7 @@ import orjson
 from journy_analytics._core._attempt import Attempted, BatchResult
 from journy_analytics._exceptions import DeliveryError
 from journy_analytics._handlers import Emitter
+from journy_analytics._lifecycle import user_code
 from journy_analytics._logging import RateLimitedLog, logger
 from journy_analytics._types import EVENT_TYPES, Batch, Callback, Cause, Item, callback_of, data_of
 
@@ -275,13 +276,14 @@ class Outcomes:
             return
         if not wants_types and _ack_batch(items):
             return
-        for item in items:
-            message = orjson.loads(data_of(item))
-            if wants_types:
-                emitter.emit(message.get("type", ""), message)
-            callback = callback_of(item)
-            if callback is not None:
-                _call(callback, None, message)
+        with user_code:  # one mask switch for the batch, not one per callback
+            for item in items:
+                message = orjson.loads(data_of(item))
+                if wants_types:
+                    emitter.emit(message.get("type", ""), message)
+                callback = callback_of(item)
+                if callback is not None:
+                    _call(callback, None, message)
 
     def _report_failed(
         self, items: List[Item], cause: Cause, reason: str, status: Optional[int]
@@ -296,11 +298,12 @@ class Outcomes:
             cause.value,
             reason,
         )
-        self._emitter.emit("error", error)
-        for item, message in zip(items, decoded):
-            callback = callback_of(item)
-            if callback is not None:
-                _call(callback, error, message)
+        with user_code:
+            self._emitter.emit("error", error)
+            for item, message in zip(items, decoded):
+                callback = callback_of(item)
+                if callback is not None:
+                    _call(callback, error, message)
 
     # -- figures ----------------------------------------------------------------------------
 
@@ -376,6 +379,8 @@ def _ack_batch(items: List[Item]) -> bool:
 
 def _call(callback: Callback, error: Optional[BaseException], message: Dict[str, Any]) -> None:
     try:
+        # Callers run it inside ``with user_code`` (the reporting loops), or in the
+        # caller's own thread (overflow).
         callback(error, message)
     except BaseException:  # even SystemExit: it must not unwind a worker thread's accounting
         logger.exception("an event callback raised; carrying on")

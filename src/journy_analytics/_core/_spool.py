@@ -6,22 +6,48 @@ bookkeeping around it: which queue positions are on disk (``spooled_upto``), gro
 their batch is settled for good, replaying an earlier run's leftovers, falling back to
 memory when the disk fails, and closing the file only once no batch is on the wire (a
 late 200 must still remove its rows, or the next client would send them again).
+
+A client re-created on the same path in the same process, while the closed one still waits
+for such an answer, takes the file over: it waits up to ``HANDOVER_WAIT`` seconds for that
+answer, then closes the old client's spool itself. The old client's late answer is then
+ignored and its rows stay, so the new client re-sends them (at least once: an event the
+late answer had delivered arrives twice, with the same ``messageId``; none is lost).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from journy_analytics._core._attempt import BatchResult
 from journy_analytics._core._queue import EventQueue
-from journy_analytics._core._spool_file import SpoolError, SpoolFile
+from journy_analytics._core._spool_file import SpoolError, SpoolFile, describe_failure
 from journy_analytics._exceptions import SpoolLockedError
+from journy_analytics._lifecycle import fork as _fork
 from journy_analytics._logging import logger
 from journy_analytics._types import Batch, Cause
 
-__all__ = ["Spool"]
+__all__ = ["HANDOVER_WAIT", "Spool"]
+
+HANDOVER_WAIT = 1.0
+
+# Spools of this process that were closed with a request still on the wire, by path:
+# their spool stays open until it is answered, or until a new client takes it over.
+_closing: Dict[str, Spool] = {}
+_closing_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    # The parent's closing clients and their files are the parent's: a child opening the
+    # same path is another process (refused by the file lock), never a hand-over.
+    global _closing_lock
+    _closing_lock = threading.Lock()
+    _closing.clear()
+
+
+_fork.register(_after_fork)
 
 
 class Spool:
@@ -45,6 +71,8 @@ class Spool:
         self._spooled_upto = 0
         self._last_commit = 0.0
         self._closing = False
+        self._closed = threading.Event()
+        self._close_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -55,6 +83,10 @@ class Spool:
         live process holds raises ``SpoolLockedError``: a configuration mistake to fix."""
         if self._path is None:
             return []
+        with _closing_lock:
+            previous = _closing.get(os.path.abspath(self._path))
+        if previous is not None:
+            previous.hand_over(HANDOVER_WAIT)
         try:
             spool = SpoolFile(self._path)
             leftovers = spool.take_leftovers()
@@ -119,19 +151,46 @@ class Spool:
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self, quiet: bool) -> None:
-        """Close now if no request is on the wire, else when the last one is answered."""
+        """Close now if no request is on the wire, else when the last one is answered (or
+        when a new client on the same path takes the file over)."""
         self._closing = True
-        if quiet:
+        spool = self._file
+        if quiet or spool is None:
             self._close_now()
+            return
+        with _closing_lock:
+            _closing[spool.path] = self
+        if self._closed.is_set():  # answered meanwhile: closed already, unregister
+            self._unregister(spool.path)
 
     def maybe_finish(self, quiet: bool) -> None:
         if self._closing and quiet:
             self._close_now()
 
+    def hand_over(self, wait: float) -> None:
+        """A new client opens this path: wait up to ``wait`` seconds for the request still
+        on the wire, then close the spool anyway (its rows are re-sent by the new client)."""
+        if self._closed.wait(wait):
+            return
+        logger.info(
+            "spool %s: a client closed earlier still waits for a request; the new client "
+            "takes the file over and re-sends those events (at least once)",
+            self._path,
+        )
+        self._close_now()
+
     def _close_now(self) -> None:
-        spool, self._file = self._file, None
-        if spool is not None:
-            spool.close()
+        with self._close_lock:
+            spool, self._file = self._file, None
+            if spool is not None:
+                spool.close()
+                self._unregister(spool.path)
+            self._closed.set()
+
+    def _unregister(self, path: str) -> None:
+        with _closing_lock:
+            if _closing.get(path) is self:
+                del _closing[path]
 
     def after_fork(self) -> None:
         if self._file is not None:
@@ -147,7 +206,7 @@ class Spool:
     def _failed(self, exc: BaseException) -> None:
         spool, self._file = self._file, None
         path = spool.path if spool is not None else self._path
-        self._error = f"spool {path} failed: {exc}"
+        self._error = describe_failure(str(path), exc)
         self._on_failure(self._error)
 
     def figures(self) -> Dict[str, Any]:

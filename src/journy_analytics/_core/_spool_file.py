@@ -11,14 +11,16 @@ killed (``kill -9``, a crash, OOM); the last commits may be lost on power failur
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
 from typing import IO, List, Optional, Sequence
 
 from journy_analytics._exceptions import SpoolLockedError
+from journy_analytics._logging import logger
 
-__all__ = ["SpoolError", "SpoolFile"]
+__all__ = ["SpoolError", "SpoolFile", "describe_failure"]
 
 try:
     import fcntl
@@ -30,10 +32,44 @@ class SpoolError(Exception):
     """The spool file cannot be used (corrupt, unwritable): the client falls back to memory."""
 
 
+_SQLITE_FULL = 13
+_DISK_FULL_ERRNOS = {
+    code for code in (getattr(errno, n, None) for n in ("ENOSPC", "EDQUOT", "EFBIG")) if code
+}
+
+
+def describe_failure(path: str, exc: BaseException) -> str:
+    """What went wrong with the spool file, with what to do about it where we can tell."""
+    if _disk_full(exc):
+        return (
+            f"spool {path} failed: the disk is full ({exc}); free space on that disk, or "
+            "point spool= at a disk with room"
+        )
+    return f"spool {path} failed: {exc}"
+
+
+def _disk_full(exc: BaseException) -> bool:
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
+            return True
+        if isinstance(seen, sqlite3.Error) and (
+            getattr(seen, "sqlite_errorcode", None) == _SQLITE_FULL  # Python 3.11+
+            or "database or disk is full" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class SpoolFile:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
+        # The connection and the lock belong to this process: a forked child must never
+        # write through them (the worker resets on a fork; this is the last guard).
+        self._owner = os.getpid()
         self._lock = threading.Lock()
+        self._closed = False
         self._lock_file: Optional[IO[str]] = None
         self._acquire_process_lock()
         try:
@@ -49,7 +85,7 @@ class SpoolFile:
             self._db.execute("PRAGMA quick_check").fetchone()
         except sqlite3.Error as exc:
             self._release_process_lock()
-            raise SpoolError(f"cannot use spool file {self.path}: {exc}") from exc
+            raise SpoolError(describe_failure(self.path, exc)) from exc
 
     def _acquire_process_lock(self) -> None:
         if fcntl is None:
@@ -66,6 +102,11 @@ class SpoolFile:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
+            if holder == str(os.getpid()):
+                raise SpoolLockedError(
+                    f"spool={self.path!r} is in use by another client in this process; "
+                    "close_and_flush() it before opening a new client on the same path"
+                ) from None
             raise SpoolLockedError(
                 f"spool={self.path!r} is in use by process {holder}; a spool belongs to one "
                 "process at a time: give each process its own path (e.g. include os.getpid())"
@@ -98,14 +139,22 @@ class SpoolFile:
                     )
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise
         return [bytes(row[0]) for row in rows]
+
+    def _check_owner(self) -> None:
+        if os.getpid() != self._owner:
+            raise SpoolError(
+                f"spool {self.path} belongs to process {self._owner}; a forked child "
+                "keeps its events in memory"
+            )
 
     def append(self, first_position: int, bodies: Sequence[bytes]) -> None:
         """One transaction for many events: the group commit."""
         if not bodies:
             return
+        self._check_owner()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -115,25 +164,55 @@ class SpoolFile:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
+
+    def _rollback(self) -> None:
+        """Undo a failed transaction without hiding why it failed. SQLite has already rolled
+        it back after some errors (a full disk, an I/O error): a ROLLBACK then raises "no
+        transaction is active", which used to replace the real cause."""
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.debug("rolling back the spool transaction failed", exc_info=True)
 
     def remove(self, first_position: int, end_position: int) -> None:
         """Forget positions [first, end): the server acknowledged them (or refused them for
-        good, which was reported)."""
+        good, which was reported). A no-op once closed: a new client took the file
+        over (see ``_spool.Spool``), and these rows are re-sent by it."""
+        self._check_owner()
         with self._lock:
+            if self._closed:
+                return
             self._db.execute(
                 "DELETE FROM spool WHERE position >= ? AND position < ?",
                 (first_position, end_position),
             )
 
     def close(self) -> None:
+        if os.getpid() != self._owner:
+            self.abandon()
+            return
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 self._db.close()
             finally:
                 self._release_process_lock()
 
     def abandon(self) -> None:
-        """In a forked child: the parent owns the file and the connection; touch neither."""
+        """In a forked child: the parent owns the file and the connection; touch neither.
+
+        Not even by freeing it: freeing a connection closes it, and closing runs SQLite in
+        the child on the parent's file (a WAL checkpoint) and takes the connection's mutex,
+        which a parent thread may have held at the fork (the child then hangs at exit).
+        So the child keeps one reference to it for ever: a few KB of the parent's memory
+        it already has."""
+        import ctypes  # only here: a forked child, once per spool
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._db))
         self._lock_file = None

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from journy_analytics._core._attempt import BatchResult, BatchSender
 from journy_analytics._core._outcomes import _OVERFLOW_REPORT_EVERY, Outcomes
@@ -26,12 +26,12 @@ from journy_analytics._core._queue import EventQueue
 from journy_analytics._core._retry import RetryPolicy
 from journy_analytics._core._sender_pool import SenderPool
 from journy_analytics._core._spool import Spool
-from journy_analytics._core._transport import HttpClient
+from journy_analytics._core._transport import HttpClient, Response
 from journy_analytics._deadline import remaining as _remaining
 from journy_analytics._handlers import Emitter
 from journy_analytics._lifecycle import fork as _fork
 from journy_analytics._lifecycle import shutdown as _shutdown
-from journy_analytics._lifecycle import signal_free
+from journy_analytics._lifecycle import signal_free, user_code
 from journy_analytics._logging import RateLimitedLog, logger
 from journy_analytics._types import Batch, Callback, Cause, Item
 
@@ -72,7 +72,7 @@ class Worker:
         self._emitter = emitter
         self._transport: Optional[HttpClient] = None
         self._user_transport: Optional[HttpClient] = (
-            None if config.owns_transport else config.make_transport()
+            None if config.owns_transport else _UserTransport(config.make_transport())
         )
         self._reset(config.spool_path)
         self._replay()
@@ -351,6 +351,10 @@ class Worker:
         return current is self._dispatcher or self._pool.owns(current)
 
     def flush(self, timeout: Optional[float]) -> bool:
+        # Every entry point but put() (the event methods check before they build an
+        # event) notices a fork Python did not see: the child must not wait for, report or
+        # spool the parent's events.
+        _fork.check()
         if self._in_worker_thread():
             # A handler or callback: waiting would wait on itself.
             _notices.log(
@@ -424,6 +428,7 @@ class Worker:
         Past the deadline, retries and backoff waits are cut short, what is still queued or
         in flight is reported (``closed``, or kept in the spool), and it returns False.
         """
+        _fork.check()
         with self._lock:
             self._stopping = True
             self._outcomes.settled.notify_all()  # callers waiting for room give up now
@@ -519,6 +524,7 @@ class Worker:
     def retire(self) -> None:
         """The client is gone (garbage collected without close_and_flush): deliver what
         it queued in the background, then stop the threads."""
+        _fork.check()
         with self._lock:
             self._stopping = True
             self._retired = True
@@ -532,12 +538,14 @@ class Worker:
     def terminating(self, budget: float) -> None:
         """SIGTERM with an app handler to chain to: from now on every event is sent at
         once, and each call waits (within ``budget`` seconds in all) for its delivery."""
+        _fork.check()
         self._eager_deadline = time.monotonic() + budget
         self._wake.set()
 
     # -- figures -------------------------------------------------------------------------
 
     def stats(self) -> Dict[str, Any]:
+        _fork.check()
         with self._lock:
             figures = self._outcomes.figures()
             queued = len(self._queue)
@@ -558,3 +566,21 @@ class Worker:
 
 
 _DONE = -1.0
+
+
+class _UserTransport:
+    """A user's ``http_client`` is user code: it runs with a normal thread's signal mask
+    (see ``_threads``), like callbacks and handlers."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: HttpClient) -> None:
+        self._inner = inner
+
+    def send(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
+        with user_code:
+            return self._inner.send(url, body, headers, timeout)
+
+    def close(self) -> None:
+        with user_code:
+            self._inner.close()

@@ -14,6 +14,6 @@ from __future__ import annotations
 
 from journy_analytics._lifecycle import _fork as fork
 from journy_analytics._lifecycle import _shutdown as shutdown
-from journy_analytics._lifecycle._threads import signal_free
+from journy_analytics._lifecycle._threads import signal_free, user_code
 
-__all__ = ["fork", "shutdown", "signal_free"]
+__all__ = ["fork", "shutdown", "signal_free", "user_code"]

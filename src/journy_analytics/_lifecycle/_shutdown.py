@@ -22,13 +22,13 @@ Three ways a process ends, three hooks:
 from __future__ import annotations
 
 import atexit
-import os
 import signal
 import sys
 import threading
 import time
 from typing import Any, List, Optional, Protocol, Set
 
+from journy_analytics._lifecycle import _fork
 from journy_analytics._lifecycle._threads import signal_free
 from journy_analytics._logging import logger
 
@@ -68,6 +68,10 @@ def _workers() -> List[_Closable]:
 def flush_all(close: bool = True) -> None:
     """Close (or just flush) every open worker, all within the largest
     ``exit_flush_timeout`` of them. They progress at once, each on its own threads."""
+    # In a child forked behind Python's back (libc fork() from a C extension), the workers
+    # still hold the parent's queues: let them reset first, or the child's exit would wait
+    # for, and report as dropped, events that are the parent's to deliver.
+    _fork.check()
     workers = _workers()
     if not workers:
         return
@@ -115,6 +119,7 @@ def install_sigterm_handler() -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    _fork.check()
     previous = _previous
     chained = callable(previous)
     if chained:
@@ -185,5 +190,5 @@ def _watch_multiprocessing_child() -> None:
         mp_util.register_after_fork(_exit_hook, _register_multiprocessing_exit_flush)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# Through _fork: it runs for a fork Python saw (os.register_at_fork) and for one it did not.
+_fork.register(_after_fork_in_child)

@@ -24,7 +24,8 @@ import orjson
 
 from journy_analytics._exceptions import DeliveryError, ValidationError
 from journy_analytics._handlers import Emitter
-from journy_analytics._lifecycle import signal_free
+from journy_analytics._lifecycle import fork as _fork
+from journy_analytics._lifecycle import signal_free, user_code
 from journy_analytics._logging import RateLimit, logger
 from journy_analytics._types import EVENT_TYPES
 
@@ -273,17 +274,19 @@ class PluginChain:
     # -- called on the destination thread ----------------------------------------------------
 
     def _run_destinations(self, data: bytes) -> None:
-        for entry in self._destinations:
-            # Each destination decodes its own copy: one cannot change what the next sees.
-            event = orjson.loads(data)
-            handler = entry.handlers.get(event.get("type", ""))
-            if handler is None:
-                continue
-            try:
-                handler(event)
-            except Exception as exc:
-                self._count(self._errors, entry.name)
-                self._report(entry, exc, event, "journy.io delivery is not affected")
+        # Destinations are user code: a normal thread's signal mask (see _threads).
+        with user_code:
+            for entry in self._destinations:
+                # Each destination decodes its own copy: one cannot change what the next sees.
+                event = orjson.loads(data)
+                handler = entry.handlers.get(event.get("type", ""))
+                if handler is None:
+                    continue
+                try:
+                    handler(event)
+                except Exception as exc:
+                    self._count(self._errors, entry.name)
+                    self._report(entry, exc, event, "journy.io delivery is not affected")
 
 
 _live: weakref.WeakSet[_DestinationDispatcher] = weakref.WeakSet()
@@ -295,8 +298,9 @@ def _after_fork_in_child() -> None:
         dispatcher._chain._after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# Through _fork: it runs for a fork Python saw (os.register_at_fork) and for one it did not
+# (noticed by flush, close, stats, the exit flush and the event methods).
+_fork.register(_after_fork_in_child)
 
 
 class _DestinationDispatcher:

@@ -21,6 +21,8 @@ except ModuleNotFoundError as exc:
 
 from journy_analytics.collector._faults import Faults
 from journy_analytics.collector._ingest import MAX_BODY_BYTES, MAX_EVENT_BYTES
+from journy_analytics.collector._rest import RestSettings
+from journy_analytics.collector._rest_auth import PERMISSIONS, ApiKey, RateLimit
 from journy_analytics.collector._server import DEFAULT_PATH, CollectorState, Server
 from journy_analytics.collector._store import Store
 from journy_analytics.collector._thread import CollectorThread
@@ -29,9 +31,13 @@ __all__ = [
     "DEFAULT_PATH",
     "MAX_BODY_BYTES",
     "MAX_EVENT_BYTES",
+    "PERMISSIONS",
+    "ApiKey",
     "CollectorState",
     "CollectorThread",
     "Faults",
+    "RateLimit",
+    "RestSettings",
     "Server",
     "Store",
 ]

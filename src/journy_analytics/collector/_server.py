@@ -28,6 +28,7 @@ from journy_analytics.collector._ingest import (
     write_key_from_body,
 )
 from journy_analytics.collector._live import HEARTBEAT, LIVE_ROWS, PUSH_INTERVAL, LiveFeed
+from journy_analytics.collector._rest import RestSettings, add_rest_routes
 from journy_analytics.collector._rules import RULES
 from journy_analytics.collector._store import INSPECTOR_FILTERS, Store
 
@@ -78,7 +79,8 @@ def logged_requests(state: CollectorState) -> list[dict[str, Any]]:
 
 
 class CollectorState:
-    """What outlives one run of the HTTP server: the store, fault settings, request log."""
+    """What outlives one run of the HTTP server: the store, fault settings, request log,
+    the REST API's settings (keys, rate limit)."""
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class CollectorState:
         max_logged_requests: int = 1000,
         max_body_bytes: int = MAX_BODY_BYTES,
         allowed_hosts: Iterable[str] = (),
+        rest: Optional[RestSettings] = None,
     ) -> None:
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
@@ -108,6 +111,7 @@ class CollectorState:
         self.max_body_bytes = max_body_bytes
         # Host names the collector answers besides loopback and its bound address.
         self.allowed_hosts = tuple(allowed_hosts)
+        self.rest = rest if rest is not None else RestSettings()
 
     def key_accepted(self, key: Optional[str]) -> bool:
         if not key:
@@ -286,7 +290,7 @@ def redacted_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Request headers as the inspector shows them: the credentials replaced."""
     shown = {}
     for name, value in items:
-        if name.lower() in ("authorization", "proxy-authorization", "cookie"):
+        if name.lower() in ("authorization", "proxy-authorization", "cookie", "x-api-key"):
             scheme = value.split(" ", 1)[0] if " " in value else ""
             value = f"{scheme} [redacted]".strip()
         shown[str(name)] = value
@@ -657,6 +661,7 @@ def create_app(state: CollectorState, bound_host: str = "127.0.0.1") -> web.Appl
     app.router.add_post("/api/faults", _set_faults)
     app.router.add_delete("/api/faults", _clear_faults)
     app.router.add_post("/api/reset", _reset)
+    add_rest_routes(app, state.rest, state.store, live.notify, state.faults)  # journy.io's REST API
     return app
 
 

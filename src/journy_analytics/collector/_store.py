@@ -24,6 +24,7 @@ import orjson
 
 from journy_analytics._lifecycle import signal_free
 from journy_analytics.collector._ingest import PreparedEvent
+from journy_analytics.collector._rest_store import REST_SCHEMA, Ingest
 
 __all__ = ["IngestResult", "Store"]
 
@@ -112,11 +113,12 @@ CREATE TABLE IF NOT EXISTS receipts (
 );
 CREATE INDEX IF NOT EXISTS receipts_message ON receipts(message_id);
 """
+_SCHEMA += REST_SCHEMA
 
 # PRAGMA user_version of a database this collector wrote. 0: before versions were kept
 # (counts in indexes, or in profile_events/account_events); 2: requests, receipts, trait
-# history, warnings and group-call memberships.
-SCHEMA_VERSION = 2
+# history, warnings and group-call memberships; 3: rest_calls (the REST API's calls).
+SCHEMA_VERSION = 3
 
 # Columns added to tables an older collector created: (table, column, declaration).
 # Links recorded before version 2 may come from a group call or not: they count as
@@ -138,6 +140,7 @@ _TABLES = (
     "account_events",
     "requests",
     "receipts",
+    "rest_calls",
 )
 
 # A database written by an earlier collector indexed events by profile and account
@@ -963,6 +966,31 @@ class Store:
         for table in _TABLES:
             conn.execute(f"DELETE FROM {table}")
         self._cache.clear()
+
+    # -- the REST API (what its calls do is in _rest_store) -------------------------
+
+    def rest_write(self, fn: Callable[..., T], *args: Any, ingest: bool = False) -> Future[T]:
+        """Run ``fn(tx, *args)`` in a write transaction, after ``tx`` wrote what earlier
+        jobs of its group gathered (so plain SQL sees it all). With ``ingest=True``, ``fn``
+        gets ``ingest(events, request)`` after ``tx``: it stores events as a batch would."""
+        return self._submit(self._rest_write, fn, args, ingest, write=True)
+
+    def _rest_write(
+        self, tx: _Transaction, fn: Callable[..., T], args: tuple[Any, ...], ingest: bool
+    ) -> T:
+        tx.flush()
+        if not ingest:
+            return fn(tx, *args)
+
+        def store(events: Sequence[PreparedEvent], request: Mapping[str, Any]) -> IngestResult:
+            return self._ingest(tx, list(events), {}, dict(request))
+
+        store_events: Ingest = store
+        return fn(tx, store_events, *args)
+
+    def rest_read(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(connection, *args)`` on the store's thread."""
+        return self._submit(lambda: fn(self._db(), *args))
 
     # -- reads ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import orjson
 from journy_analytics._lifecycle import signal_free
 from journy_analytics.collector._faults import Faults
 from journy_analytics.collector._ingest import MAX_BODY_BYTES
+from journy_analytics.collector._rest import RestSettings
 from journy_analytics.collector._server import (
     DEFAULT_PATH,
     CollectorState,
@@ -45,6 +46,8 @@ class CollectorThread:
             port first bound, so a client can see the server go down and come back.
         host: the address to bind; loopback by default.
         max_logged_requests: how many recent ingest requests ``requests()`` keeps.
+        rest: the REST API's keys, rate limit and websites (``RestSettings``); by
+            default any key with every permission, 1800 requests a minute per key.
 
     The store (and so every event and profile) lives from the first ``start()`` until
     ``close()``: ``stop()`` only takes the HTTP server down. The query helpers read the
@@ -63,8 +66,10 @@ class CollectorThread:
         max_logged_requests: int = 1000,
         max_body_bytes: int = MAX_BODY_BYTES,
         ssl_context: Optional[ssl.SSLContext] = None,
+        rest: Optional[RestSettings] = None,
     ) -> None:
         self._db = db
+        self._rest = rest
         self._write_keys = None if write_keys is None else list(write_keys)
         self._path = path
         self._initial_faults = faults
@@ -97,6 +102,7 @@ class CollectorThread:
                     faults=self._initial_faults,
                     max_logged_requests=self._max_logged_requests,
                     max_body_bytes=self._max_body_bytes,
+                    rest=self._rest,
                 )
             ready = threading.Event()
             outcome: dict[str, Any] = {}

@@ -455,6 +455,38 @@ async function renderProfile(kind, id) {
   );
 }
 
+// -- REST calls ------------------------------------------------------------------------
+
+// Every call of the REST API (journy.io's api.journy.io paths), newest first, whatever
+// its answer: the events a call stored are in the event list too, with their request.
+async function renderRest(before) {
+  const section = document.getElementById("rest");
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (before) params.set("before", before);
+  const page = await api("/api/inspector/rest", params);
+  const calls = page.calls;
+  const older = new URLSearchParams({ view: "rest" });
+  if (calls.length) older.set("before", String(calls[calls.length - 1].id));
+  section.replaceChildren(
+    link("\u2190 events", new URLSearchParams()),
+    el("h2", {}, `REST calls (${page.total})`),
+    calls.length
+      ? el("table", { id: "rest-calls" },
+        el("thead", {}, el("tr", {}, ["time", "call", "status", "answer", "body"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, calls.map((c) =>
+          el("tr", { dataset: { id: String(c.id), status: String(c.status) } },
+            el("td", { title: c.requestId }, shortTime(c.receivedAt)),
+            el("td", {}, `${c.method} ${c.path}`),
+            el("td", { className: c.status >= 400 ? "warn" : "" }, String(c.status)),
+            el("td", {}, text(c.message)),
+            el("td", {}, c.body ? el("details", {}, el("summary", {}, "body"), el("pre", {}, c.body)) : "-")))))
+      : el("p", { className: "empty" }, "No REST calls yet. Point journy.io's REST client at this collector."),
+    el("nav", { className: "pager" },
+      before ? link("\u2190 newest", new URLSearchParams({ view: "rest" })) : "",
+      calls.length === PAGE_SIZE ? link("older \u2192", older) : ""),
+  );
+}
+
 // -- routing ---------------------------------------------------------------------------
 
 function syncFilterForm() {
@@ -489,7 +521,18 @@ async function render() {
   const profile = document.getElementById("profile");
   const columns = document.querySelector(".columns");
   const filters = document.getElementById("filters");
+  const rest = document.getElementById("rest");
+  rest.hidden = view !== "rest";
   try {
+    if (view === "rest") {
+      stopStream();
+      setLive("paused", "REST calls");
+      columns.hidden = true;
+      filters.hidden = true;
+      profile.hidden = true;
+      await renderRest(params.get("before"));
+      return;
+    }
     if (view === "user" || view === "account") {
       stopStream();
       setLive("paused", "profile");
@@ -543,6 +586,13 @@ function setup() {
     ev.preventDefault();
     navigate(formFilters(), true);
   });
+  for (const [id, params] of [["to-events", ""], ["to-rest", "view=rest"]]) {
+    document.getElementById(id).addEventListener("click", (ev) => {
+      if (ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+      ev.preventDefault();
+      navigate(new URLSearchParams(params));
+    });
+  }
   document.getElementById("clear-filters").addEventListener("click", () => navigate(new URLSearchParams()));
   document.getElementById("older").addEventListener("click", () => {
     const rows = document.querySelectorAll("#events tbody tr");
