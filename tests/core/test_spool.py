@@ -164,7 +164,7 @@ def test_a_full_disk_is_reported_as_such_and_nothing_is_lost(tmp_path: Path) -> 
         a.on("error", errors.append)
         a.track(user_id="u", event="E", message_id="before")
         assert a.flush(10)
-        spool = a._worker._journal._spool
+        spool = a._worker._journal._file
         assert spool is not None
         with spool._lock:
             pages = spool._db.execute("PRAGMA page_count").fetchone()[0]

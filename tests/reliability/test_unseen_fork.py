@@ -38,7 +38,7 @@ SCRIPT = """
     )
     a.on("error", lambda error: note(kind="error", count=len(error.events), reason=str(error)))
     if spool:
-        db = a._worker._journal._spool._db
+        db = a._worker._journal._file._db
         db.set_trace_callback(lambda statement: note(kind="sql", statement=statement))
     for i in range(10):
         a.track(user_id="parent", event="Before Fork", message_id=f"parent-{i}")
