@@ -271,7 +271,7 @@ class Analytics:
             raise _positional_call("identify", positional)
         if _getpid() != _fork_state.pid:
             _fork.check()
-        if (scope := _active_scope()) is not None:  # journy_analytics.scope(...): see _scope.py
+        if (scope := _active_scope()) is not None:  # journy_analytics.scope(): _message/_scope.py
             user_id, anonymous_id, _, _, context = scope.fill(
                 user_id, anonymous_id, None, None, context
             )
