@@ -524,3 +524,20 @@ def test_a_forked_child_does_not_inherit_the_parents_oldest_event_time() -> None
         assert worker._oldest is None
     finally:
         client.close_and_flush(timeout=0)
+
+
+def test_the_worker_lifecycle_only_moves_forward() -> None:
+    # A close after a retire must not turn "the dispatcher finishes" into "close finishes",
+    # and nothing may reopen a finished worker (put() would queue where nobody reads).
+    client = Analytics(write_key="k", host="http://127.0.0.1:9")
+    worker = client._worker
+    try:
+        assert worker._lifecycle is _worker.Lifecycle.OPEN
+        worker._move(_worker.Lifecycle.RETIRING)
+        worker._move(_worker.Lifecycle.CLOSING)
+        assert worker._lifecycle is _worker.Lifecycle.RETIRING
+        worker._move(_worker.Lifecycle.FINISHED)
+        worker._move(_worker.Lifecycle.OPEN)
+        assert worker._lifecycle is _worker.Lifecycle.FINISHED
+    finally:
+        client.close_and_flush(timeout=0)

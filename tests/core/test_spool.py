@@ -328,7 +328,7 @@ def test_a_client_reopened_on_the_path_takes_over_from_one_whose_close_timed_out
 
 
 def test_a_live_client_on_the_path_in_this_process_is_still_refused(tmp_path: Path) -> None:
-    from journy_analytics._core._spool_file import SpoolLockedError
+    from journy_analytics import SpoolLockedError
 
     path = str(tmp_path / "s.db")
     a = Analytics(write_key="k", host="http://127.0.0.1:9", spool=path)

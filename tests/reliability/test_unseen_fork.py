@@ -145,9 +145,9 @@ def test_a_child_forked_behind_pythons_back_starts_fresh(
 
 
 def test_a_spool_refuses_writes_from_a_process_that_did_not_open_it(tmp_path: Path) -> None:
-    from journy_analytics._core._spool_file import Spool, SpoolError
+    from journy_analytics._core._spool_file import SpoolError, SpoolFile
 
-    spool = Spool(str(tmp_path / "s.db"))
+    spool = SpoolFile(str(tmp_path / "s.db"))
     try:
         spool.append(0, [b"{}"])
         spool._owner = -1  # as seen from a forked child

@@ -14,6 +14,7 @@ time. A timeout that is accepted is honoured.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -64,6 +65,17 @@ class WorkerConfig:
 
 
 _notices = RateLimitedLog(every=60.0)
+
+
+class Lifecycle(enum.Enum):
+    """Where a worker is in its life. It only moves forward (``Worker._move``); a forked
+    child starts its own at OPEN."""
+
+    OPEN = 0  # accepting events; the dispatcher sends batches when they are due
+    CLOSING = 1  # close_and_flush() is delivering what is queued; then FINISHED
+    RETIRING = 2  # nobody will wait (garbage collected, or closed from a worker thread):
+    #               the dispatcher delivers what is queued, then finishes
+    FINISHED = 3  # threads stopped, spool closed; a late event is dropped (closed)
 
 
 class Worker:
@@ -129,10 +141,9 @@ class Worker:
             on_split=self._outcomes.split,
         )
         self._dispatcher: Optional[threading.Thread] = None
+        # The interpreter refused a thread (it is shutting down): flush delivers inline.
         self._no_threads = False
-        self._stopping = False
-        self._retired = False
-        self._finished = False
+        self._lifecycle = Lifecycle.OPEN
         self._flush_target = 0
         self._replayed_into_queue = 0
         self._eager_deadline: Optional[float] = None
@@ -193,7 +204,7 @@ class Worker:
             self._wake.set()  # the dispatcher reports it
         elif self._dispatcher is None:
             self._start()
-        if self._finished:
+        if self._lifecycle is Lifecycle.FINISHED:
             # This call raced close_and_flush(): its event must not sit in a queue that
             # nothing reads any more.
             self._drop_after_close()
@@ -219,7 +230,7 @@ class Worker:
                 with outcomes.settled:
                     while len(queue) + outcomes.in_flight >= queue.max_size:
                         remaining = deadline - time.monotonic()
-                        if remaining <= 0 or self._stopping:
+                        if remaining <= 0 or self._lifecycle is not Lifecycle.OPEN:
                             return False
                         outcomes.settled.wait(remaining)
                 if queue.put(item):
@@ -230,7 +241,11 @@ class Worker:
 
     def _start(self) -> None:
         with self._lock:
-            if self._dispatcher is not None or self._no_threads or self._finished:
+            if (
+                self._dispatcher is not None
+                or self._no_threads
+                or self._lifecycle is Lifecycle.FINISHED
+            ):
                 return
             thread = threading.Thread(
                 target=signal_free(self._run_dispatcher),
@@ -259,7 +274,7 @@ class Worker:
         except BaseException:  # pragma: no cover - a bug; say so loudly, never die silently
             logger.exception("the dispatcher thread failed")
             raise
-        if self._retired:
+        if self._lifecycle is Lifecycle.RETIRING:
             self._finish()
 
     def _step(self) -> Optional[float]:
@@ -286,7 +301,7 @@ class Worker:
         if n == 0:
             self._oldest = None
             with self._lock:
-                done = self._stopping and outcomes.idle()
+                done = self._lifecycle is not Lifecycle.OPEN and outcomes.idle()
             if done:
                 return _DONE
             return min(waits, default=None)
@@ -305,7 +320,11 @@ class Worker:
         with self._lock:
             due_target = self._flush_target
             taken = queue.next_position
-            hurry = self._stopping or self._eager_deadline is not None or self._room_waiters > 0
+            hurry = (
+                self._lifecycle is not Lifecycle.OPEN
+                or self._eager_deadline is not None
+                or self._room_waiters > 0
+            )
         if n < queue.batch_size and taken >= due_target and not hurry:
             oldest = self._oldest if self._oldest is not None else now
             self._oldest = oldest
@@ -339,7 +358,7 @@ class Worker:
         with self._lock:
             idle = self._outcomes.idle()
             quiet = self._outcomes.quiet()
-        if self._finished:
+        if self._lifecycle is Lifecycle.FINISHED:
             self._journal.maybe_finish(quiet)
         if idle and not len(self._queue) and not batch.abandoned:
             self._emitter.emit("drained")
@@ -430,12 +449,13 @@ class Worker:
         """
         _fork.check()
         with self._lock:
-            self._stopping = True
+            self._move(Lifecycle.CLOSING)
             self._outcomes.settled.notify_all()  # callers waiting for room give up now
         if self._in_worker_thread():
             # From a callback or handler: this thread cannot wait for itself. Nothing is
             # dropped; the dispatcher finishes the work and then stops.
-            self._retired = True
+            with self._lock:
+                self._move(Lifecycle.RETIRING)
             self._wake.set()
             _notices.log(
                 "close-in-handler",
@@ -487,9 +507,9 @@ class Worker:
     def _finish(self) -> None:
         """Stop for good (idempotent): threads, spool, transport, the exit registry."""
         with self._lock:
-            if self._finished:
+            if self._lifecycle is Lifecycle.FINISHED:
                 return
-            self._finished = True
+            self._move(Lifecycle.FINISHED)
         self._wake.set()
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread():
@@ -521,13 +541,18 @@ class Worker:
                 kept=kept,
             )
 
+    def _move(self, to: Lifecycle) -> None:
+        """The one place the lifecycle changes (under the state lock): forward only, so
+        a close after a retire stays RETIRING and nothing leaves FINISHED."""
+        if to.value > self._lifecycle.value:
+            self._lifecycle = to
+
     def retire(self) -> None:
         """The client is gone (garbage collected without close_and_flush): deliver what
         it queued in the background, then stop the threads."""
         _fork.check()
         with self._lock:
-            self._stopping = True
-            self._retired = True
+            self._move(Lifecycle.RETIRING)
             running = self._dispatcher is not None
         if running:
             self._wake.set()
