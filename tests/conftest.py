@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 
+import journy_analytics
 from journy_analytics import Analytics
 from journy_analytics.collector import CollectorThread
 
@@ -22,6 +23,38 @@ def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
             monkeypatch.delenv(name)
+
+
+# The module-level client's settings (journy_analytics.write_key = ..., as the README
+# shows); the environment-backed ones are the names _default.environment_settings reads.
+_MODULE_SETTINGS = (
+    "write_key",
+    "host",
+    "path",
+    "disable",
+    "gzip",
+    "max_retries",
+    "max_events_in_batch",
+    "flush_interval",
+    "max_queue_size",
+)
+
+
+@pytest.fixture(autouse=True)
+def _module_settings_restored() -> Iterator[None]:
+    """A test that sets journy_analytics.host (the README's examples do) must not leave it
+    for the next test: each test sees the module settings as they were before it."""
+    before = {
+        name: getattr(journy_analytics, name)
+        for name in _MODULE_SETTINGS
+        if hasattr(journy_analytics, name)
+    }
+    yield
+    for name in _MODULE_SETTINGS:
+        if name in before:
+            setattr(journy_analytics, name, before[name])
+        elif hasattr(journy_analytics, name):
+            delattr(journy_analytics, name)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ Or the module-level default client, configured from ``JOURNY_WRITE_KEY``::
     analytics.track(user_id="f4ca124298", event="Signed Up")
 """
 
+from journy_analytics._api import AsyncJournyAPI, JournyAPI, JournyAPIError, KeyInfo
 from journy_analytics._core import HttpClient, Response, RetryPolicy
 from journy_analytics._default import (
     aclose,
@@ -52,9 +53,13 @@ path = None
 
 __all__ = [
     "Analytics",
+    "AsyncJournyAPI",
     "Cause",
     "DeliveryError",
     "HttpClient",
+    "JournyAPI",
+    "JournyAPIError",
+    "KeyInfo",
     "NameResolutionError",
     "ProxyConnectError",
     "ProxyTunnelError",

@@ -6,6 +6,7 @@ The hierarchy::
     +-- ValidationError (ValueError)     an event method's call was malformed: nothing queued
     +-- SpoolLockedError (ValueError)    Analytics(spool=path): another live process holds path
     +-- DeliveryError                    accepted events were not delivered (handlers, callbacks)
+    +-- JournyAPIError                   journy.io's REST API refused a call, or never answered
     +-- OSError                          a request failed; the client retries or reports it as a
         |                                DeliveryError / last_error, an HttpClient may raise them
         +-- TimeoutError
@@ -17,15 +18,17 @@ The hierarchy::
 Only ``ValidationError`` (and ``TypeError`` for a positional call) is raised by the call
 path; ``SpoolLockedError`` by the constructor. Everything after enqueue is reported, not
 raised: ``DeliveryError`` to error handlers and callbacks, the request errors as the
-``DeliveryError``'s reason and in ``stats()["last_error"]``.
+``DeliveryError``'s reason and in ``stats()["last_error"]``. ``JournyAPI``'s calls raise
+``ValidationError`` (a malformed call) and ``JournyAPIError``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 __all__ = [
     "DeliveryError",
+    "JournyAPIError",
     "NameResolutionError",
     "ProxyConnectError",
     "ProxyTunnelError",
@@ -93,3 +96,36 @@ class ProxyConnectError(OSError):
 class ProxyTunnelError(OSError):
     """The proxy answered the CONNECT with a 5xx: it could not reach the server. For the
     SDK, the same as a server that is down."""
+
+
+class JournyAPIError(Exception):
+    """journy.io refused a call, or never answered it within the retries.
+
+    ``status`` is the HTTP status (None: no answer at all), ``message`` the server's
+    message, ``fields`` the field errors of a 400 (``{"identification.userId": "..."}``),
+    ``parameters`` its parameter errors (``{"query": {...}, "header": {...}, "path": {...}}``),
+    ``request_id`` the ``meta.requestId`` to quote to journy.io's support, and
+    ``permission`` the permission the call needs (``TrackData``, ``ReadEvents``, ...).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: Optional[int] = None,
+        message: str = "",
+        fields: Optional[Mapping[str, str]] = None,
+        parameters: Optional[Mapping[str, Mapping[str, str]]] = None,
+        request_id: Optional[str] = None,
+        permission: Optional[str] = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.message = message
+        self.fields: Dict[str, str] = dict(fields or {})
+        self.parameters: Dict[str, Dict[str, str]] = {
+            k: dict(v) for k, v in (parameters or {}).items()
+        }
+        self.request_id = request_id
+        self.permission = permission

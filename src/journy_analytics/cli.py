@@ -17,6 +17,7 @@ import urllib.request
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, TextIO
 
+from journy_analytics._api import add_api_commands, run_api_command
 from journy_analytics._argtypes import fraction as _fraction
 from journy_analytics._argtypes import non_negative_float as _non_negative_float
 from journy_analytics._argtypes import non_negative_int as _non_negative_int
@@ -264,6 +265,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="exit after printing instead of serving the inspector",
     )
     add_import_command(sub)
+    add_api_commands(sub)
     return parser
 
 
@@ -278,6 +280,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _demo(args.port, serve=not args.no_serve)
         if command == "import":
             return run_import_command(args)
+        if command in ("erase", "key"):
+            return run_api_command(args)
         return _query(command, args)
     except BrokenPipeError:
         # The reader went away (`journy events --all | head -1`): nothing left to say.

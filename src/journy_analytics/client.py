@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from journy_analytics import _default
+from journy_analytics import _default, _erase
 from journy_analytics import _message as m
 from journy_analytics._aio import run_in_thread as _run_in_thread
 from journy_analytics._core import (
@@ -98,6 +98,9 @@ class Analytics:
         enqueue_timeout: float = 0.0,
         proxy: Union[str, ProxySetting, None] = PROXY_FROM_ENV,
         ssl_context: Optional[ssl.SSLContext] = None,
+        api_key: Optional[str] = None,
+        api_host: str = "https://api.journy.io",
+        erase_fence_seconds: float = 86400.0,
     ) -> None:
         if not isinstance(write_key, str) or not write_key.strip():
             raise ValueError(
@@ -151,6 +154,12 @@ class Analytics:
             raise ValueError(
                 "proxy= and ssl_context= configure the default transport; with http_client= "
                 "configure them on your own transport instead"
+            )
+        _positive_number("erase_fence_seconds", erase_fence_seconds, allow_zero=True)
+        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+            raise ValueError(
+                "api_key must be a non-empty str: a journy.io API key (Connections > API "
+                "keys), used by erase_user/erase_account; it is not the write key"
             )
         self.host = host
         self.path = path
@@ -208,6 +217,7 @@ class Analytics:
         self._plugin_chain = PluginChain(self._emitter)
         self._plugins: Optional[PluginChain] = None
         _warn_plain_http(url)
+        self._setup_erase(api_key, api_host, erase_fence_seconds)
 
     # -- settings a user may read --------------------------------------------------------
 
@@ -491,6 +501,8 @@ class Analytics:
             if final is None:
                 return True
             message = final
+        if self._fence is not None and self._fenced(message):
+            return False
         data = encode_event(message)
         if self._closed:
             self._after_close(data, callback)
@@ -509,6 +521,8 @@ class Analytics:
             _fork.check()
         if self._plugins is not None:
             return self._enqueue(message, callback)
+        if self._fence is not None and self._fenced(message):
+            return False
         if self._closed:
             self._after_close(data, callback)
             return False
@@ -554,6 +568,121 @@ class Analytics:
                 callback(error, message)
             except BaseException:
                 logger.exception("an event callback raised; carrying on")
+
+    # -- GDPR erase (docs/journy-api.md; the work is in _erase.py) -------------------------
+
+    def _setup_erase(
+        self, api_key: Optional[str], api_host: str, erase_fence_seconds: float
+    ) -> None:
+        self._api_key = api_key
+        self._api_host = api_host
+        self._api: Any = None
+        self.erase_fence_seconds = float(erase_fence_seconds)
+        self._erase_fence = _erase.EraseFence()
+        self._fence_lock = threading.Lock()
+        # None while no fence stands: the event path then pays one attribute test.
+        self._fence: Optional[_erase.EraseFence] = None
+        for kind, value, until in self._worker.fences(time.time()):
+            self._erase_fence.add(kind, value, until)
+            self._fence = self._erase_fence
+
+    def _fenced(self, message: Dict[str, Any]) -> bool:
+        fence = self._erase_fence
+        if fence.blocks(message):
+            return True
+        if not fence.active():
+            # Under the lock, checked again: an erase arming the fence meanwhile wins.
+            with self._fence_lock:
+                if not fence.active():
+                    self._fence = None
+        return False
+
+    def _rest(self, timeout: float) -> Any:
+        """A REST client for one erase: the batch path's retry policy and request timeout,
+        with the whole DELETE (retries included) bounded by ``timeout``."""
+        if self._api_key is None:
+            return None
+        from journy_analytics._api import JournyAPI
+
+        _positive_number("timeout", timeout)
+        return JournyAPI(
+            api_key=self._api_key,
+            host=self._api_host,
+            timeout=min(self.http_request_timeout, timeout),
+            max_retries=self.max_retries,
+            retry_policy=dataclasses.replace(self._config.policy, deadline=timeout),
+        )
+
+    def erase_user(
+        self,
+        *positional: NoReturn,
+        user_id: Optional[Id] = None,
+        email: Optional[str] = None,
+        timeout: float = 60.0,
+    ) -> _erase.EraseResult:
+        """GDPR erase of a user: purge its events held here (queue and spool), refuse new
+        ones for ``erase_fence_seconds``, and ``DELETE /users`` at journy.io (needs
+        ``api_key``), retried for up to ``timeout`` seconds. Returns what was done; see
+        docs/journy-api.md."""
+        if positional:
+            raise _positional_call("erase_user", positional)
+        targets = {}
+        if user_id is not None:
+            targets["user_id"] = m.checked_id(user_id, "user_id") or ""
+        if email is not None:
+            from journy_analytics._api import user_identification
+
+            targets["email"] = user_identification(None, email)["email"]
+        if not targets:
+            raise ValidationError("erase_user() needs user_id, email or both")
+        return self._erase("user", targets, {"user_id": user_id, "email": email}, timeout)
+
+    def erase_account(
+        self,
+        *positional: NoReturn,
+        account_id: Optional[Id] = None,
+        domain: Optional[str] = None,
+        timeout: float = 60.0,
+    ) -> _erase.EraseResult:
+        """GDPR erase of an account: ``erase_user``'s steps for an account id or domain
+        (``DELETE /accounts``)."""
+        if positional:
+            raise _positional_call("erase_account", positional)
+        targets = {}
+        if account_id is not None:
+            targets["account_id"] = m.checked_id(account_id, "account_id") or ""
+        if domain is not None:
+            from journy_analytics._api import domain_name
+
+            targets["domain"] = domain_name(domain)
+        if not targets:
+            raise ValidationError("erase_account() needs account_id, domain or both")
+        return self._erase(
+            "account", targets, {"account_id": account_id, "domain": domain}, timeout
+        )
+
+    def _erase(
+        self, kind: str, targets: Dict[str, str], identity: Dict[str, Any], timeout: float
+    ) -> _erase.EraseResult:
+        api = self._rest(timeout)
+        try:
+            return _erase.run_erase(
+                worker=self._worker,
+                fence=self._erase_fence,
+                fence_seconds=self.erase_fence_seconds,
+                kind=kind,
+                targets=targets,
+                delete=None if api is None else lambda: getattr(api, f"delete_{kind}")(**identity),
+                wait_for_in_flight=min(timeout, self.http_request_timeout * 3),
+                arm=self._arm_fence,
+            )
+        finally:
+            if api is not None:
+                api.close()
+
+    def _arm_fence(self) -> None:
+        with self._fence_lock:
+            self._fence = self._erase_fence
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -663,6 +792,7 @@ class Analytics:
         # apart from "dropped" (whose reasons the worker owns); per-plugin detail in "plugins".
         figures["dropped_by_plugin"] = self._plugin_chain.dropped_total()
         figures["plugins"] = self._plugin_chain.stats()
+        figures["erase_fence"] = self._erase_fence.figures()
         return figures
 
 

@@ -26,7 +26,7 @@ from journy_analytics._core._network import (
     ProxySetting,
 )
 from journy_analytics._core._outcomes import BatchAck, BatchOwner
-from journy_analytics._core._retry import RetryPolicy
+from journy_analytics._core._retry import Outcome, RetryPolicy, parse_retry_after
 from journy_analytics._core._transport import (
     USER_AGENT,
     HttpClient,
@@ -43,6 +43,7 @@ __all__ = [
     "BatchOwner",
     "HttpClient",
     "NetworkSettings",
+    "Outcome",
     "ProxySetting",
     "Response",
     "RetryPolicy",
@@ -50,4 +51,5 @@ __all__ = [
     "Worker",
     "WorkerConfig",
     "explain_failure",
+    "parse_retry_after",
 ]

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
 import orjson
 
@@ -246,6 +246,13 @@ class Outcomes:
                 f"{reason}; events are no longer written to disk (none was lost)",
                 code="spool_failure",
             ),
+        )
+
+    def count_taken(self, matches: Callable[[bytes], bool]) -> int:
+        """Events of batches taken and not settled (on the wire or waiting to retry) that
+        ``matches`` accepts. With the state lock held."""
+        return sum(
+            1 for b in self._outstanding.values() for item in b.items if matches(data_of(item))
         )
 
     # -- flush ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Deque, List, Optional, Protocol
+from typing import Callable, Deque, List, Optional, Protocol, Tuple
 
 from journy_analytics._message import MAX_BATCH_BYTES, compact
 from journy_analytics._types import Batch, Item, data_of
@@ -114,6 +114,25 @@ class EventQueue:
         batch = Batch(-1, self.next_position, taken)
         self.next_position += len(taken)
         return batch
+
+    def purge(self, matches: Callable[[bytes], bool]) -> Tuple[int, List[Item], List[Item]]:
+        """Take out the queued events ``matches`` accepts (a GDPR erase). Call with the
+        state lock held. The removed events keep their positions, as if taken and settled,
+        so the positions of the rest, and the flushes waiting on them, stay valid: the kept
+        events move up to ``first + len(removed)`` onwards. Returns ``first``, the kept and
+        the removed events, in order."""
+        items = self._items
+        # Only the events queued now: put() appends on the right without the lock, and
+        # those appended meanwhile stay where they are, after the kept ones.
+        snapshot = [items.popleft() for _ in range(len(items))]
+        kept: List[Item] = []
+        removed: List[Item] = []
+        for item in snapshot:
+            (removed if matches(data_of(item)) else kept).append(item)
+        items.extendleft(reversed(kept))
+        first = self.next_position
+        self.next_position += len(removed)
+        return first, kept, removed
 
     def replay(self, items: List[bytes]) -> None:
         """Events a spool kept from an earlier run go first. At start, before any thread."""

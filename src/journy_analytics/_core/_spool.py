@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from journy_analytics._core._attempt import BatchResult
 from journy_analytics._core._queue import EventQueue
@@ -27,7 +27,7 @@ from journy_analytics._core._spool_file import SpoolError, SpoolFile, describe_f
 from journy_analytics._exceptions import SpoolLockedError
 from journy_analytics._lifecycle import fork as _fork
 from journy_analytics._logging import logger
-from journy_analytics._types import Batch, Cause
+from journy_analytics._types import Batch, Cause, Item, data_of
 
 __all__ = ["HANDOVER_WAIT", "Spool"]
 
@@ -73,6 +73,9 @@ class Spool:
         self._closing = False
         self._closed = threading.Event()
         self._close_lock = threading.Lock()
+        # Held across a group commit's read of the queue and its write, and by an erase's
+        # purge: a commit must not write back bodies an erase just removed.
+        self._commit_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -119,6 +122,10 @@ class Spool:
 
     def commit(self) -> None:
         """Write what is queued and not on disk yet, in one transaction."""
+        with self._commit_lock:
+            self._commit()
+
+    def _commit(self) -> None:
         spool = self._file
         if spool is None:
             return
@@ -136,6 +143,49 @@ class Spool:
             self._failed(exc)
             return
         self._spooled_upto = end
+
+    def purge(self, matches: Callable[[bytes], bool]) -> Tuple[List[Item], int]:
+        """A GDPR erase: the queued events ``matches`` accepts leave the queue and the
+        spool; so do its rows of batches already taken (they stay in memory for their
+        attempt, but a restart will not send them again). Returns the removed queued
+        events and how many spool rows went."""
+        with self._commit_lock:
+            with self._lock:
+                first, kept, removed = self._queue.purge(matches)
+            spool = self._file
+            if spool is None:
+                return removed, 0
+            end = first + len(kept) + len(removed)
+            try:
+                gone = spool.rewrite(
+                    first, end, first + len(removed), [data_of(i) for i in kept], matches
+                )
+            except Exception as exc:
+                self._failed(exc)
+                return removed, 0
+            self._spooled_upto = max(self._spooled_upto, end)
+            return removed, gone
+
+    def save_fence(self, kind: str, value: str, until: float) -> bool:
+        spool = self._file
+        if spool is None:
+            return False
+        try:
+            spool.save_fence(kind, value, until)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        return True
+
+    def fences(self, now: float) -> List[Tuple[str, str, float]]:
+        spool = self._file
+        if spool is None:
+            return []
+        try:
+            return spool.fences(now)
+        except Exception as exc:
+            self._failed(exc)
+            return []
 
     def settled(self, batch: Batch, result: BatchResult) -> None:
         """Delivered, or refused for good and reported: not to be sent again. A batch the

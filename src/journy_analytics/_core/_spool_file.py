@@ -15,7 +15,7 @@ import errno
 import os
 import sqlite3
 import threading
-from typing import IO, List, Optional, Sequence
+from typing import IO, Callable, List, Optional, Sequence, Tuple
 
 from journy_analytics._exceptions import SpoolLockedError
 from journy_analytics._logging import logger
@@ -81,6 +81,12 @@ class SpoolFile:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS spool"
                 " (position INTEGER PRIMARY KEY, body BLOB NOT NULL)"
+            )
+            # GDPR erase fences (Analytics.erase_user): kept across restarts with the events.
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS erase_fences"
+                " (kind TEXT NOT NULL, value TEXT NOT NULL, until REAL NOT NULL,"
+                " PRIMARY KEY (kind, value))"
             )
             self._db.execute("PRAGMA quick_check").fetchone()
         except sqlite3.Error as exc:
@@ -190,6 +196,64 @@ class SpoolFile:
                 "DELETE FROM spool WHERE position >= ? AND position < ?",
                 (first_position, end_position),
             )
+
+    def rewrite(
+        self,
+        start: int,
+        end: int,
+        first_kept: int,
+        kept: Sequence[bytes],
+        matches: Callable[[bytes], bool],
+    ) -> int:
+        """A GDPR erase, in one transaction: the queued range ``[start, end)`` becomes
+        ``kept`` from ``first_kept`` on, and every other row ``matches`` accepts (events of
+        batches taken and not yet acknowledged) is deleted. Returns how many rows went."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                erased = sum(
+                    1
+                    for row in self._db.execute(
+                        "SELECT body FROM spool WHERE position >= ? AND position < ?",
+                        (start, end),
+                    )
+                    if matches(bytes(row[0]))
+                )
+                self._db.execute(
+                    "DELETE FROM spool WHERE position >= ? AND position < ?", (start, end)
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO spool (position, body) VALUES (?, ?)",
+                    ((first_kept + i, body) for i, body in enumerate(kept)),
+                )
+                others = [
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT position, body FROM spool WHERE position < ? OR position >= ?",
+                        (start, end),
+                    )
+                    if matches(bytes(row[1]))
+                ]
+                self._db.executemany("DELETE FROM spool WHERE position = ?", ((p,) for p in others))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return erased + len(others)
+
+    def save_fence(self, kind: str, value: str, until: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO erase_fences (kind, value, until) VALUES (?, ?, ?)",
+                (kind, value, until),
+            )
+
+    def fences(self, now: float) -> List[Tuple[str, str, float]]:
+        """The fences still standing at ``now`` (wall clock); expired ones are deleted."""
+        with self._lock:
+            self._db.execute("DELETE FROM erase_fences WHERE until <= ?", (now,))
+            rows = self._db.execute("SELECT kind, value, until FROM erase_fences").fetchall()
+        return [(str(k), str(v), float(u)) for k, v, u in rows]
 
     def close(self) -> None:
         if os.getpid() != self._owner:

@@ -254,6 +254,8 @@ class StdlibHttpClient:
     def _target(self, url: str) -> Tuple[Tuple[str, str, int], str]:
         found = self._targets.get(url)
         if found is None:
+            if len(self._targets) >= 256:  # URLs with a query (the REST API's) vary
+                self._targets.clear()
             parts = urlsplit(url)
             scheme = parts.scheme
             port = parts.port or (443 if scheme == "https" else 80)
@@ -339,7 +341,10 @@ class StdlibHttpClient:
             answer = conn.getresponse()
             status = answer.status
             answer_headers = dict(answer.getheaders())
-            reusable = not answer.will_close
+            # A 204 or 304 has no body by definition, so http.client reads none; a server
+            # that sends one anyway (journy.io's document declares a body for a 204) would
+            # leave it on the connection, where it would answer the next request.
+            reusable = not answer.will_close and status not in (204, 304)
             try:
                 data = answer.read()
             except (ConnectionError, http.client.IncompleteRead) as exc:

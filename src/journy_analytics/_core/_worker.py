@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from journy_analytics._core._attempt import BatchResult, BatchSender
 from journy_analytics._core._outcomes import _OVERFLOW_REPORT_EVERY, Outcomes
@@ -566,6 +566,26 @@ class Worker:
         _fork.check()
         self._eager_deadline = time.monotonic() + budget
         self._wake.set()
+
+    # -- GDPR erase (client.erase_user / erase_account; see _erase.py) ----------------------
+
+    def erase(self, matches: Callable[[bytes], bool]) -> Tuple[List[Item], int, int]:
+        """Remove the queued events ``matches`` accepts from the queue and the spool (and
+        its spool rows of batches already taken). Returns the removed events, the spool
+        rows deleted, and how many taken events match (they cannot be recalled)."""
+        removed, gone = self._journal.purge(matches)
+        with self._lock:
+            taken = self._outcomes.count_taken(matches)
+            # The removed positions count as settled: a flush waiting on them returns.
+            self._outcomes.settled.notify_all()
+        self._wake.set()
+        return removed, gone, taken
+
+    def save_fence(self, kind: str, value: str, until: float) -> bool:
+        return self._journal.save_fence(kind, value, until)
+
+    def fences(self, now: float) -> List[Tuple[str, str, float]]:
+        return self._journal.fences(now)
 
     # -- figures -------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from journy_analytics._message._build import (
     now_iso,
     reseed_message_ids,
 )
+from journy_analytics._message._build import _id as checked_id
 from journy_analytics._message._chain import DESTINATION_QUEUE_SIZE, PLUGIN_TYPES, PluginChain
 from journy_analytics._message._encoding import _FAST_OPTIONS as ENCODE_OPTIONS
 from journy_analytics._message._encoding import (
@@ -69,6 +70,7 @@ __all__ = [
     "build_identify",
     "build_page",
     "build_track",
+    "checked_id",
     "compact",
     "deactivate",
     "encode_event",
