@@ -15,10 +15,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from bench import report
 
@@ -33,8 +34,16 @@ PY_SDKS = ["ours", "segment", "rudder", "posthog"]
 # "scope": ours with every track() inside a journy_analytics.scope (ids from the scope).
 # "import": journy import of a 1,000,000-line JSONL file against segment's obvious loop.
 PLUGIN_ROWS = ("enrich", "redact")
-ALL_NAMES = [*PY_SDKS, "node", "ours15", "spool", *PLUGIN_ROWS, "scope", "floor", "raw", "import"]
+# "v01": the previous release, built from its commit (the A/B row). "limit": one thread POSTing
+# pre-encoded batches of 100 (what the sink and machine allow). Both run in rounds interleaved
+# with ours' batch-100 run; each row keeps the best of its rounds, figure by figure.
+AB_ROWS = ("v01", "limit")
+V01_COMMIT = "1a6ced2"
+ALL_NAMES = [
+    *PY_SDKS, "node", "ours15", "spool", *PLUGIN_ROWS, "scope", "floor", "raw", *AB_ROWS, "import"
+]  # fmt: skip
 RUN_TIMEOUT = 300.0
+ROUNDS = (5, 2)  # interleaved rounds of ours / v01 / limit: (full, --quick)
 
 # Event counts: (full, --quick)
 COUNTS = {
@@ -170,10 +179,15 @@ def parse_result(out: str) -> Optional[Dict[str, Any]]:
     return None
 
 
-def run_child(cmd: List[str], cwd: str) -> Dict[str, Any]:
+def run_child(cmd: List[str], cwd: str, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     try:
         p = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=child_env()
+            cmd,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            env=env or child_env(),
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {RUN_TIMEOUT:.0f}s"}
@@ -199,7 +213,57 @@ def run_py(sdk: str, scenario: str, url: str, n: int, batch: int, **kw: Any) -> 
         cmd.append("--scope")
     if kw.get("file"):
         cmd += ["--file", kw["file"]]
-    return run_child(cmd, ROOT)
+    env = None
+    if kw.get("src"):
+        # Another copy of journy_analytics first on the path (the A/B row's previous release).
+        env = child_env()
+        env["PYTHONPATH"] = kw["src"] + os.pathsep + env["PYTHONPATH"]
+        env["JOURNY_BENCH_V01_ROOT"] = kw["src"]
+    return run_child(cmd, ROOT, env)
+
+
+def prepare_v01(into: str) -> Tuple[Optional[str], Optional[str]]:
+    """(the directory to put first on PYTHONPATH, None) or (None, why the A/B row is skipped):
+    0.1's package, exported from the repository at ``V01_COMMIT`` (pure Python, the same
+    dependencies, so the bench's interpreter runs it as it is)."""
+    try:
+        p = subprocess.run(
+            ["git", "-C", ROOT, "archive", "--format=tar", V01_COMMIT, "src/journy_analytics"],
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"git archive {V01_COMMIT} failed: {exc}"
+    if p.returncode != 0:
+        why = p.stderr.decode(errors="replace").strip()[-200:]
+        return None, f"git archive {V01_COMMIT} failed (a shallow clone?): {why}"
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(p.stdout)) as tar:
+        # Our own repository's tree; the "data" filter where this Python has it.
+        safe: Dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(into, **safe)
+    return os.path.join(into, "src"), None
+
+
+# Per figure, the better end: the best of the interleaved rounds is kept figure by figure.
+_BEST_LOW = ("median_us", "mean_us", "p99_us", "max_us", "cpu_seconds", "cpu_per_100k")
+_BEST_HIGH = ("throughput_eps",)
+
+
+def best_of(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One result from several rounds of one run: the best value of each figure, every
+    round's figures under ``rounds``; a failed or lossy round makes the whole row so."""
+    bad = [r for r in runs if "error" in r or "skipped" in r or r.get("delivered_ok") is False]
+    if bad:
+        return bad[0]
+    out = dict(runs[0])
+    for key in _BEST_LOW + _BEST_HIGH:
+        values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+        if values:
+            out[key] = min(values) if key in _BEST_LOW else max(values)
+    out["rounds"] = [{k: r.get(k) for k in (*_BEST_LOW, *_BEST_HIGH) if k in r} for r in runs]
+    return out
 
 
 def node_ready(install: bool) -> Optional[str]:
@@ -402,9 +466,56 @@ def main(argv: Optional[List[str]] = None) -> int:
             finally:
                 shutil.rmtree(d, ignore_errors=True)
 
-        for name in names:
+        ab = [n for n in AB_ROWS if n in names]
+        if ab:
             t0 = time.perf_counter()
-            r: Dict[str, Any] = {}
+            v01_dir = tempfile.mkdtemp(prefix="journy-bench-v01-")
+            try:
+                v01_src = None
+                if "v01" in ab:
+                    v01_src, why = prepare_v01(v01_dir)
+                    if why:
+                        notes.append(f"A/B row skipped: {why}")
+                        log("  " + notes[-1])
+                        ab.remove("v01")
+                rounds: Dict[str, List[Dict[str, Any]]] = {n: [] for n in ["ours", *ab]}
+                order = list(rounds)
+                for k in range(ROUNDS[q]):
+                    for name in order[k % len(order) :] + order[: k % len(order)]:
+                        if name == "limit":
+                            sink.reset()
+                            res = run_child(
+                                [sys.executable, "-m", "bench.runner", "limit", "limit", "--url",
+                                 sink.url, "--n", str(n_main), "--batch", "100"],
+                                ROOT,
+                            )  # fmt: skip
+                            res = verify(res, sink, n_main)
+                        elif name == "v01":
+                            sink.reset()
+                            res = run_py(
+                                "v01", "deliver", sink.url, n_main, 100, flush_interval=0.5,
+                                src=v01_src,
+                            )  # fmt: skip
+                            res = verify(res, sink, n_main)
+                        else:
+                            res = deliver("ours", n_main, 100)
+                        rounds[name].append(res)
+                for name, runs in rounds.items():
+                    results.setdefault(name, {})["main"] = best_of(runs)
+                    if name != "ours":
+                        log(f"  {name:8s} {report.row_status(results[name])}")
+                log(
+                    f"  A/B: {ROUNDS[q]} interleaved rounds of {', '.join(rounds)} "
+                    f"in {time.perf_counter() - t0:.1f}s"
+                )
+            finally:
+                shutil.rmtree(v01_dir, ignore_errors=True)
+
+        for name in names:
+            if name in AB_ROWS:
+                continue
+            t0 = time.perf_counter()
+            r: Dict[str, Any] = results.get(name, {})
             if name == "import":
                 r = backfill()
             elif name == "floor":
@@ -416,7 +527,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             elif name in ("spool", "scope", *PLUGIN_ROWS):
                 r["main"] = deliver(name, n_main, 100)
             else:
-                r["main"] = deliver(name, n_main, 100)
+                if "main" not in r:  # ours' batch-100 run is the A/B rounds' best when they ran
+                    r["main"] = deliver(name, n_main, 100)
                 r["b15"] = deliver(name, n_b15, 15)
                 r["slow"] = deliver(name, n_slow, 100, latency_ms=50.0)
                 r["memory"] = memory(name)
@@ -439,6 +551,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "import_lines": count("import"),
             },
             "flush_interval_s": 0.5,
+            "ab_rounds": ROUNDS[q],
+            "v01_commit": V01_COMMIT,
             "gzip": False,
             "quick": a.quick,
         },

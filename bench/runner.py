@@ -16,7 +16,13 @@ Prints one line ``RESULT {json}`` on stdout. Scenarios:
   seconds and peak RSS.
 
 SDK names: ours, segment, rudder, posthog, floor (build the event dict, orjson.dumps, deque.append),
-raw (single thread: build, orjson encode, join, POST each batch over one keep-alive connection).
+raw (single thread: build, orjson encode, join, POST each batch over one keep-alive connection),
+v01 (ours as released in 0.1: the parent puts that tree first on PYTHONPATH and names it in
+``JOURNY_BENCH_V01_ROOT``; the adapter refuses to run any other copy).
+
+- ``limit``: the limit the sink and machine allow: one thread POSTs ``--n`` events as batches
+  of ``--batch``, encoded before the clock starts, over one keep-alive connection (SDK
+  ``limit`` only). Reports events/s and CPU per 100k like ``deliver``.
 """
 
 from __future__ import annotations
@@ -115,6 +121,17 @@ def make_ours(a: argparse.Namespace) -> Tuple[TrackFn, CloseFn, Callable[[], Dic
             return {"stats_error": repr(exc)}
 
     return do_track, close, info
+
+
+def make_v01(a: argparse.Namespace) -> Tuple[TrackFn, CloseFn, Callable[[], Dict[str, Any]]]:
+    """The previous release (the A/B row): the same adapter, on 0.1's code."""
+    import journy_analytics
+
+    root = os.environ.get("JOURNY_BENCH_V01_ROOT")
+    where = os.path.abspath(journy_analytics.__file__)
+    if not root or not where.startswith(os.path.abspath(root) + os.sep):
+        raise RuntimeError(f"v01: imported journy_analytics from {where}, not from {root}")
+    return make_ours(a)
 
 
 def _scope_enter_exit_us(scope: Any, n: int = 20_000) -> float:
@@ -326,6 +343,7 @@ ADAPTERS: Dict[str, Callable[[argparse.Namespace], Any]] = {
     "posthog": make_posthog,
     "floor": make_floor,
     "raw": make_raw,
+    "v01": make_v01,
 }
 
 
@@ -337,7 +355,12 @@ def package_version(sdk: str) -> Optional[str]:
         "posthog": "posthog",
         "floor": "orjson",
         "raw": "orjson",
+        "limit": "orjson",
     }.get(sdk)
+    if sdk == "v01":
+        import journy_analytics
+
+        return str(journy_analytics.__version__)
     if dist is None:
         return None
     try:
@@ -391,6 +414,69 @@ def run_deliver(a: argparse.Namespace) -> Dict[str, Any]:
         }
     )
     return out
+
+
+def run_limit(a: argparse.Namespace) -> Dict[str, Any]:
+    """POST pre-encoded batches from one thread: what the sink and machine allow."""
+    import base64
+    import http.client
+    from urllib.parse import urlsplit
+
+    import orjson
+
+    if a.sdk != "limit":
+        raise Skip("the limit scenario runs the limit loop only")
+    n, batch = a.n, a.batch
+    new_id, timestamp = _cheap_ids_and_times()
+    library = {"library": {"name": "limit", "version": "0"}}
+    uids = USER_IDS
+    bodies: List[bytes] = []
+    for start in range(0, n, batch):
+        events = [
+            orjson.dumps(
+                {
+                    "type": "track",
+                    "event": EVENT,
+                    "userId": uids[i % N_USERS],
+                    "properties": make_props(i),
+                    "messageId": new_id(),
+                    "timestamp": timestamp(),
+                    "context": library,
+                    "integrations": {},
+                }
+            )
+            for i in range(start, min(n, start + batch))
+        ]
+        bodies.append(
+            b'{"batch":[' + b",".join(events) + b'],"sentAt":"' + timestamp().encode()
+            + b'","writeKey":"WRITE_KEY"}'
+        )  # fmt: skip
+    u = urlsplit(a.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(b"WRITE_KEY:").decode(),
+        "User-Agent": "bench-limit/0",
+    }
+    cpu0 = cpu_seconds()
+    t0 = time.perf_counter()
+    for body in bodies:
+        conn.request("POST", "/v1/batch", body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"sink answered {resp.status}")
+    total = time.perf_counter() - t0
+    cpu = cpu_seconds() - cpu0
+    conn.close()
+    return {
+        "events": n,
+        "total_seconds": total,
+        "throughput_eps": n / total if total > 0 else None,
+        "cpu_seconds": cpu,
+        "cpu_per_100k": cpu / max(1, n) * 100_000,
+        "info": {"requests": len(bodies)},
+    }
 
 
 def run_memory(a: argparse.Namespace) -> Dict[str, Any]:
@@ -518,8 +604,8 @@ def run_import(a: argparse.Namespace) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.runner")
-    p.add_argument("sdk", choices=sorted(ADAPTERS))
-    p.add_argument("scenario", choices=["deliver", "memory", "import"])
+    p.add_argument("sdk", choices=[*sorted(ADAPTERS), "limit"])
+    p.add_argument("scenario", choices=["deliver", "memory", "import", "limit"])
     p.add_argument("--file", default=None, help="import: the JSONL file")
     p.add_argument("--url", required=True)
     p.add_argument("--n", type=int, default=20_000)
@@ -543,6 +629,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             result.update(run_deliver(a))
         elif a.scenario == "import":
             result.update(run_import(a))
+        elif a.scenario == "limit":
+            result.update(run_limit(a))
         else:
             result.update(run_memory(a))
         result["version"] = package_version(a.sdk)

@@ -11,8 +11,9 @@ import journy_analytics
 from journy_analytics import Analytics
 from journy_analytics.collector import CollectorThread
 
-# Exactly what the README tells users to put in their conftest.py (the journy_capture fixture).
-pytest_plugins = ["journy_analytics.testing"]
+# Exactly what the README tells users to put in their conftest.py (the journy_capture
+# fixture); and tinyproxy, a test CA and a TLS collector (tests/proxy_fixtures.py).
+pytest_plugins = ["journy_analytics.testing", "proxy_fixtures"]
 
 
 @pytest.fixture(autouse=True)

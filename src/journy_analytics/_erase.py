@@ -129,10 +129,12 @@ class EraseResult:
     """What ``erase_user`` / ``erase_account`` did.
 
     ``purged_from_queue``: the id's events taken out of the in-memory queue (never sent).
-    ``purged_from_spool``: rows of them deleted from the spool file. ``in_flight``: events
-    of the id in a batch on the wire or waiting to retry (they cannot be recalled) that
-    were still unsettled when the erase stopped waiting for them (it waits, within
-    ``timeout``, so that the DELETE comes after them).
+    ``purged_from_spool``: rows of them deleted from the spool file.
+    ``purged_from_retry``: the id's events taken out of batches parked waiting to retry
+    (an outage): the batch goes on without them, they are never sent. ``in_flight``: events
+    of the id in a batch on the wire (it cannot be recalled) that were still unsettled
+    when the erase stopped waiting for them (it waits, within ``timeout``, so that the
+    DELETE comes after them).
     ``fenced_until``: new events for the id are refused until then; ``fence_persisted``
     says the fence is in the spool (it survives a restart). ``deleted``: journy.io
     accepted the DELETE (202: it deletes in the background); else ``delete_error`` says
@@ -148,6 +150,7 @@ class EraseResult:
     fence_persisted: bool
     deleted: bool
     delete_error: Optional[str]
+    purged_from_retry: int = 0
 
     @property
     def ok(self) -> bool:
@@ -180,10 +183,11 @@ def run_erase(
             persisted = worker.save_fence(key, value, until) and persisted
         arm()
     matches = identity_matcher(targets)
-    removed, spool_rows, in_flight = worker.erase(matches)
+    removed, unsent, spool_rows, in_flight = worker.erase(matches)
     if in_flight and delete is not None:
         worker.flush(wait_for_in_flight)
-        _, _, in_flight = worker.erase(matches)
+        _, more_unsent, _, in_flight = worker.erase(matches)
+        unsent += more_unsent
     deleted, error = False, None
     if delete is None:
         error = (
@@ -199,7 +203,7 @@ def run_erase(
     from journy_analytics._exceptions import DeliveryError
     from journy_analytics._types import callback_of, data_of
 
-    for item in removed:
+    for item in removed + unsent:
         callback = callback_of(item)
         if callback is not None:
             message = orjson.loads(data_of(item))
@@ -213,6 +217,7 @@ def run_erase(
         purged_from_queue=len(removed),
         purged_from_spool=spool_rows,
         in_flight=in_flight,
+        purged_from_retry=len(unsent),
         fenced_until=(
             _dt.datetime.fromtimestamp(until, _dt.timezone.utc) if fence_seconds > 0 else None
         ),

@@ -54,8 +54,10 @@ DEFAULT_PATH = "/backend/v1/batch"
 # An id: str, or an int or UUID (converted with str()).
 Id = Union[str, int, uuid.UUID]
 
-_getpid = os.getpid
-_fork_state = _fork.state
+# Reads 0 in a forked child until _fork.check() has run there (see _fork.py): one byte
+# read per event instead of a getpid() system call, and a fork that bypassed Python is
+# still noticed before the child's first event.
+_fork_mark = _fork.mark
 
 
 class _NullHttpClient:
@@ -150,6 +152,8 @@ class Analytics:
         # How requests reach the server (docs: README "Networks"): the proxy, from the
         # environment unless given (None: never one), and the trust for https://.
         network = NetworkSettings(proxy=proxy, ssl_context=ssl_context)
+        # The REST client of erase_user/erase_account goes the same way.
+        self._rest_network: Dict[str, Any] = {"proxy": proxy, "ssl_context": ssl_context}
         if http_client is not None and (proxy is not PROXY_FROM_ENV or ssl_context is not None):
             raise ValueError(
                 "proxy= and ssl_context= configure the default transport; with http_client= "
@@ -279,7 +283,7 @@ class Analytics:
         """Tie a user to their traits. Traits merge (union) across calls; ``None`` deletes."""
         if positional:
             raise _positional_call("identify", positional)
-        if _getpid() != _fork_state.pid:
+        if not _fork_mark[0]:
             _fork.check()
         if (scope := _active_scope()) is not None:  # journy_analytics.scope(): _message/_scope.py
             user_id, anonymous_id, _, _, context = scope.fill(
@@ -314,7 +318,7 @@ class Analytics:
         """Link a user to an account (group) and record the account's traits."""
         if positional:
             raise _positional_call("group", positional)
-        if _getpid() != _fork_state.pid:
+        if not _fork_mark[0]:
             _fork.check()
         if (scope := _active_scope()) is not None:
             user_id, anonymous_id, group_id, _, context = scope.fill(
@@ -351,7 +355,7 @@ class Analytics:
         """Record an action. ``group_id`` puts it in the context of that account."""
         if positional:
             raise _positional_call("track", positional)
-        if _getpid() != _fork_state.pid:
+        if not _fork_mark[0]:
             _fork.check()
         if (scope := _active_scope()) is not None:
             user_id, anonymous_id, group_id, properties, context = scope.fill(
@@ -390,7 +394,7 @@ class Analytics:
         """Record a page view (journy.io records a page *with* a name as a screen)."""
         if positional:
             raise _positional_call("page", positional)
-        if _getpid() != _fork_state.pid:
+        if not _fork_mark[0]:
             _fork.check()
         if (scope := _active_scope()) is not None:
             user_id, anonymous_id, group_id, properties, context = scope.fill(
@@ -430,7 +434,7 @@ class Analytics:
         """Record a screen view in an app."""
         if positional:
             raise _positional_call("screen", positional)
-        if _getpid() != _fork_state.pid:
+        if not _fork_mark[0]:
             _fork.check()
         if (scope := _active_scope()) is not None:
             user_id, anonymous_id, group_id, properties, context = scope.fill(
@@ -468,7 +472,7 @@ class Analytics:
         """Link ``previous_id`` (e.g. an anonymous id) to ``user_id``."""
         if positional:
             raise _positional_call("alias", positional)
-        if _getpid() != _fork_state.pid:
+        if not _fork_mark[0]:
             _fork.check()
         if (scope := _active_scope()) is not None:
             user_id, anonymous_id, _, _, context = scope.fill(
@@ -517,7 +521,7 @@ class Analytics:
         """For bulk senders (the import engine): ``message``, built by a ``_messages``
         builder, and ``data``, its ``encode_event`` bytes, go the rest of an event
         method's way. With plugins (which may change the message) it is ``_enqueue``."""
-        if _getpid() != _fork_state.pid:
+        if not _fork_mark[0]:
             _fork.check()
         if self._plugins is not None:
             return self._enqueue(message, callback)
@@ -611,6 +615,7 @@ class Analytics:
             timeout=min(self.http_request_timeout, timeout),
             max_retries=self.max_retries,
             retry_policy=dataclasses.replace(self._config.policy, deadline=timeout),
+            **self._rest_network,
         )
 
     def erase_user(

@@ -129,6 +129,7 @@ if phase == "erase":
     client.track(user_id="erased-user", event="late")
     print(json.dumps({"purged_queue": result.purged_from_queue,
                       "purged_spool": result.purged_from_spool,
+                      "purged_retry": result.purged_from_retry,
                       "in_flight": result.in_flight, "deleted": result.deleted,
                       "fence_persisted": result.fence_persisted,
                       "refused": client.stats()["erase_fence"]["refused"]}), flush=True)
@@ -184,8 +185,10 @@ def test_erase_sticks_across_kill_9(tmp_path: Path) -> None:
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(10)
-        assert erased["purged_queue"] + erased["in_flight"] == 1000
-        assert erased["in_flight"] > 0  # some were in batches already: the spool rows went
+        assert erased["purged_queue"] + erased["purged_retry"] + erased["in_flight"] == 1000
+        # Some were in batches already (parked for retry: re-cut; on the wire: waited for);
+        # their spool rows went.
+        assert erased["purged_retry"] + erased["in_flight"] > 0
         assert erased["purged_spool"] > 0
         assert not erased["deleted"]  # the server was down
         assert erased["fence_persisted"] and erased["refused"] == 1
@@ -269,3 +272,63 @@ def test_erase_while_other_threads_track(rest_collector: CollectorThread) -> Non
     assert len(rest_collector.events(user_id="kept")) == 6000
     assert result.deleted and client.stats()["erase_fence"]["refused"] > 0
     client.close_and_flush(5)
+
+
+def _spool_bodies(path: Path) -> List[bytes]:
+    with sqlite3.connect(str(path)) as db:
+        return [bytes(row[0]) for row in db.execute("SELECT body FROM spool ORDER BY position")]
+
+
+def test_erase_takes_the_id_out_of_batches_parked_for_retry(
+    rest_collector: CollectorThread, tmp_path: Path
+) -> None:
+    # An outage of the batch endpoint that answers (503): every batch is sent once, then
+    # parked for its retry. journy.io's REST API is another host (api.journy.io): up.
+    rest_collector.set_faults(fail_rate=1.0, fail_status=503)
+    api = CollectorThread(db=":memory:").start()
+    spool = tmp_path / "spool.db"
+    client = _client(
+        rest_collector,
+        api_host=api.url,
+        flush_interval=0.01,
+        max_events_in_batch=7,
+        max_retries=10_000,
+        http_request_timeout=1.0,
+        spool=spool,
+        spool_commit_interval=0.01,
+        retry_policy=RetryPolicy(initial_backoff=0.3, max_backoff=0.6, deadline=120.0),
+    )
+    told: List[BaseException] = []
+    for i in range(40):
+        client.track(user_id="ann", event="a", message_id=f"a{i}")
+        client.track(user_id="bob", event="b", message_id=f"b{i}")
+    client.track(user_id="ann", event="a", message_id="a-cb", callback=lambda e, m: told.append(e))
+    deadline = time.monotonic() + 30
+    while client.stats()["waiting_to_retry"] < 81:  # every batch has been answered 503
+        assert time.monotonic() < deadline, client.stats()
+        time.sleep(0.01)
+    assert rest_collector.events() == []
+
+    result = client.erase_user(user_id="ann", timeout=10)
+    assert result.deleted
+    # A batch on the wire at that moment is waited for (it settles as another retry) and
+    # then re-cut too: every event of ann was in a parked batch.
+    assert result.purged_from_retry == 41 and result.in_flight == 0
+    assert result.purged_from_queue == 0
+    assert len(told) == 1 and getattr(told[0], "cause", None) == "erased"
+    stats = client.stats()
+    assert stats["waiting_to_retry"] == 40 and stats["in_flight"] == 40
+    bodies = _spool_bodies(spool)
+    assert len(bodies) == 40 and not any(b'"ann"' in body for body in bodies)
+
+    rest_collector.set_faults(fail_rate=0.0)  # the server is back
+    assert client.flush(30)
+    sent = rest_collector.events()
+    assert sorted(e["messageId"] for e in sent) == sorted(f"b{i}" for i in range(40))
+    stats = client.stats()
+    assert stats["delivered"] == 40 and stats["in_flight"] == 0
+    assert sum(stats["dropped"].values()) == 0
+    # The re-cut batches covered their rows: none is left to be sent again after a restart.
+    assert _spool_bodies(spool) == []
+    client.close_and_flush(5)
+    api.stop()

@@ -333,6 +333,31 @@ def test_a_fork_bypassing_register_at_fork_loses_none_of_the_childs_events() -> 
         assert len({e["messageId"] for e in events}) == 15
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_WIPEONFORK is Linux's")
+def test_the_fork_mark_reads_zero_in_a_libc_forked_child_until_its_first_event() -> None:
+    # The event methods skip the getpid() check while the mark reads 1: it must read 0 in
+    # any child (even of a fork Python did not see) and 1 again once the check has run.
+    proc = start(
+        """
+        import ctypes, os
+        from journy_analytics import Analytics
+        from journy_analytics._lifecycle import _fork
+        a = Analytics(write_key="k", disable=True)
+        print("PARENT", _fork.mark[0], flush=True)
+        pid = ctypes.PyDLL(None).fork()
+        if pid == 0:
+            before = _fork.mark[0]
+            a.track(user_id="u", event="E")
+            print("CHILD", before, _fork.mark[0], flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        """
+    )
+    out, err = proc.communicate(timeout=30)
+    assert "PARENT 1" in out, (out, err)
+    assert "CHILD 0 1" in out, (out, err)
+
+
 def test_send_path_modules_are_imported_before_any_thread_exists() -> None:
     # A fork while a sender thread holds a lazily imported module's lock (encodings.idna,
     # the email parser) leaves the child's first request hanging for ever.

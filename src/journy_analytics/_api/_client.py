@@ -21,6 +21,8 @@ import functools
 import ipaddress
 import logging
 import math
+import socket
+import ssl
 import time
 from types import TracebackType
 from typing import (
@@ -37,7 +39,7 @@ from typing import (
     Type,
     TypeVar,
 )
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import orjson
 
@@ -45,14 +47,18 @@ from journy_analytics._api import _body as b
 from journy_analytics._api._errors import JournyAPIError, KeyInfo
 from journy_analytics._api._pacing import Pacer
 from journy_analytics._core import (
+    PROXY_FROM_ENV,
     USER_AGENT,
+    NetworkSettings,
     Outcome,
+    ProxySetting,
     Response,
     RetryPolicy,
     StdlibHttpClient,
+    explain_failure,
     parse_retry_after,
 )
-from journy_analytics._exceptions import ValidationError
+from journy_analytics._exceptions import NameResolutionError, ValidationError
 from journy_analytics._logging import RateLimitedLog
 
 __all__ = ["DEFAULT_API_HOST", "AsyncJournyAPI", "JournyAPI"]
@@ -78,6 +84,11 @@ class JournyAPI:
     ``timeout`` bounds each attempt; ``max_retries`` counts answered failures (5xx);
     no answer at all is retried until the retry policy's deadline (600 s by default).
     ``rate_window`` is the rate limit's window in seconds (journy.io's is a minute).
+    ``proxy``: ``PROXY_FROM_ENV`` (the default: ``HTTPS_PROXY`` / ``NO_PROXY``... as
+    ``urllib`` reads them), ``None`` (never a proxy) or a URL such as
+    ``"http://user:pass@proxy:3128"`` (wins over the environment). ``ssl_context``: the
+    trust for https:// (a company CA). Both configure the default transport: not with
+    ``http_client=``.
     """
 
     def __init__(
@@ -90,6 +101,8 @@ class JournyAPI:
         retry_policy: Optional[RetryPolicy] = None,
         http_client: Optional[Any] = None,
         rate_window: float = 60.0,
+        proxy: ProxySetting = PROXY_FROM_ENV,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         _no_positional("JournyAPI", positional)
         if not isinstance(api_key, str) or not api_key.strip():
@@ -113,14 +126,22 @@ class JournyAPI:
                 "http_client must have request(method, url, body, headers, timeout) "
                 "returning journy_analytics.Response (StdlibHttpClient has it)"
             )
+        if http_client is not None and (proxy is not PROXY_FROM_ENV or ssl_context is not None):
+            raise ValueError(
+                "proxy= and ssl_context= configure the default transport; with http_client= "
+                "configure them on your own transport instead"
+            )
+        network = NetworkSettings(proxy=proxy, ssl_context=ssl_context)
         self.host = host.strip().rstrip("/")
+        # Named in failure messages: the host name, never a credential of the URL.
+        self._server = parts.hostname
         _warn_plain_http(parts.scheme, parts.hostname)
         self.timeout = float(timeout)
         policy = retry_policy or RetryPolicy()
         self._policy = dataclasses.replace(policy, max_retries=max_retries)
         self._api_key = api_key.strip()
         self._owns_transport = http_client is None
-        self._transport: Any = http_client or StdlibHttpClient()
+        self._transport: Any = http_client or StdlibHttpClient(network=network)
         self._pacer = Pacer(window=float(rate_window))
         self._key_info: Optional[KeyInfo] = None
         self._closed = False
@@ -387,6 +408,9 @@ class JournyAPI:
                 status = response.status
                 if 200 <= status < 300:
                     return _json(response)
+                if response.proxy is not None or 300 <= status < 400:
+                    # The proxy's own refusal, or a redirect: no retry changes either.
+                    raise self._network_error(label, response)
                 if status == 429:
                     self.rate_limited += 1
                     throttled += 1
@@ -411,9 +435,18 @@ class JournyAPI:
                 if policy.classify(status) is Outcome.DROP:
                     raise self._error(label, response, permission)
                 answered_failures += 1
+            failure = None
+            if error is not None:
+                failure = explain_failure(error, self._server)
+                if _fails_at_once(error):
+                    # A certificate nobody trusts, or a name that does not exist: retrying
+                    # cannot fix either, and the hint is what the caller needs.
+                    raise JournyAPIError(f"{label}: {failure.text}") from error
+                if not failure.outage:
+                    answered_failures += 1  # e.g. not HTTP: counts under max_retries
             decision = policy.decide(
                 status=None if response is None else response.status,
-                outage=response is None and not _is_tls(error),
+                outage=failure is not None and failure.outage,
                 answered_failures=answered_failures,
                 retries=retries,
                 elapsed=time.monotonic() - started,
@@ -423,10 +456,8 @@ class JournyAPI:
             if decision.outcome is not Outcome.RETRY:
                 if response is not None:
                     raise self._error(label, response, permission, decision.why)
-                raise JournyAPIError(
-                    f"{label}: no answer from {self.host} ({type(error).__name__}: {error}); "
-                    f"{decision.why}"
-                ) from error
+                assert failure is not None
+                raise JournyAPIError(f"{label}: {failure.text}; {decision.why}") from error
             _log.log(
                 f"retry:{label}",
                 logging.WARNING,
@@ -438,6 +469,35 @@ class JournyAPI:
             retries += 1
             self.retried += 1
             time.sleep(decision.delay)
+
+    def _network_error(self, label: str, response: Response) -> JournyAPIError:
+        status = response.status
+        if response.proxy is not None:
+            if status in (401, 407):  # tinyproxy answers a CONNECT with bad credentials 401
+                reason = (
+                    f"{label}: the proxy {response.proxy} refused the request ({status}: it "
+                    "needs a user and password, or refused them): check the user and "
+                    "password of the proxy setting (proxy=, or the HTTPS_PROXY / HTTP_PROXY "
+                    "variable)"
+                )
+            else:
+                reason = (
+                    f"{label}: the proxy {response.proxy} refused to connect to "
+                    f"{self._server} ({status})"
+                )
+            return JournyAPIError(reason, status=status)
+        location = response.header("Location")
+        if not location:
+            reason = f"{label}: the server answered {status} (a redirect) without a Location"
+        else:
+            target = urljoin(self.host + "/", location)
+            parts = urlsplit(target)
+            reason = (
+                f"{label}: the server answered {status}, a redirect to {target}: redirects "
+                "are not followed (the API key must not go to another server); if that is "
+                f"the right server, set host='{parts.scheme}://{parts.netloc}'"
+            )
+        return JournyAPIError(reason, status=status)
 
     def _error(
         self, label: str, response: Response, permission: Optional[str], why: str = ""
@@ -546,10 +606,23 @@ def _json(response: Response) -> Dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _is_tls(error: Optional[BaseException]) -> bool:
-    import ssl
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
-    return isinstance(error, ssl.SSLError) and not isinstance(error, ssl.SSLZeroReturnError)
+
+def _fails_at_once(error: BaseException) -> bool:
+    """A certificate that is not trusted, or a host name the name server says does not
+    exist (a DNS lookup that timed out or failed for now is an outage, and retried)."""
+    seen = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        if isinstance(current, NameResolutionError):
+            cause = current.__cause__
+            return isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_NAME
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class AsyncJournyAPI:
@@ -569,6 +642,8 @@ class AsyncJournyAPI:
         http_client: Optional[Any] = None,
         rate_window: float = 60.0,
         max_concurrent_requests: int = 8,
+        proxy: ProxySetting = PROXY_FROM_ENV,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         _no_positional("AsyncJournyAPI", positional)
         self._sync = JournyAPI(
@@ -579,6 +654,8 @@ class AsyncJournyAPI:
             retry_policy=retry_policy,
             http_client=http_client,
             rate_window=rate_window,
+            proxy=proxy,
+            ssl_context=ssl_context,
         )
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_concurrent_requests, thread_name_prefix="journy-api"

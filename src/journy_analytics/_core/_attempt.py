@@ -161,6 +161,16 @@ class BatchSender:
             b",".join(events), len(events), self._clock() if started is None else started
         )
 
+    def recut(self, state: RetryState, events: List[bytes]) -> RetryState:
+        """The state of a parked batch after an erase took some of its events out: the
+        same retry progress and deadline, a body without them."""
+        recut = RetryState(b",".join(events), len(events), state.started)
+        recut.retries = state.retries
+        recut.answered_failures = state.answered_failures
+        recut.status = state.status
+        recut.reason = state.reason
+        return recut
+
     def closed(self, state: RetryState, why: str) -> BatchResult:
         reason = f"{state.reason}; {why}" if state.reason else why
         return BatchResult(Cause.CLOSED, state.status, reason, state.retries)

@@ -121,6 +121,17 @@ class Outcomes:
             self.batches_split += 1
         return True
 
+    def erased_from(self, batch: Batch, count: int) -> None:
+        """An erase took ``count`` events out of a parked batch (they are never sent; the
+        erase tells their callbacks). A batch left empty is settled. With the state lock
+        held."""
+        if batch.abandoned:
+            return  # close_and_flush already counted and reported it
+        self.in_flight -= count
+        if not batch.items:
+            self._outstanding.pop(batch.number, None)
+        self.settled.notify_all()
+
     def settle(self, batch: Batch, result: BatchResult, kept: bool = False) -> None:
         """A batch's last attempt is over: count, report, then release flush waiters.
         ``kept``: not delivered, but the spool keeps it for the next client."""
@@ -277,7 +288,7 @@ class Outcomes:
 
     def _report_delivered(self, items: List[Item]) -> None:
         emitter = self._emitter
-        wants_callbacks = any(type(item) is not bytes for item in items)
+        wants_callbacks = tuple in map(type, items)  # an Item is bytes or a tuple
         wants_types = any(emitter.has(t) for t in EVENT_TYPES)
         if not wants_callbacks and not wants_types:
             return

@@ -166,6 +166,18 @@ class Spool:
             self._spooled_upto = max(self._spooled_upto, end)
             return removed, gone
 
+    def recut(self, first: int, end: int, kept: List[bytes]) -> None:
+        """A parked batch covering ``[first, end)`` lost events to an erase: its rows become
+        ``kept``, at the end of the range (the batch now starts at ``end - len(kept)``)."""
+        spool = self._file
+        if spool is None:
+            return
+        with self._commit_lock:
+            try:
+                spool.rewrite(first, end, end - len(kept), kept, lambda data: False)
+            except Exception as exc:
+                self._failed(exc)
+
     def save_fence(self, kind: str, value: str, until: float) -> bool:
         spool = self._file
         if spool is None:

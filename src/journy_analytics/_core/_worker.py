@@ -34,7 +34,7 @@ from journy_analytics._lifecycle import fork as _fork
 from journy_analytics._lifecycle import shutdown as _shutdown
 from journy_analytics._lifecycle import signal_free, user_code
 from journy_analytics._logging import RateLimitedLog, logger
-from journy_analytics._types import Batch, Callback, Cause, Item
+from journy_analytics._types import Batch, Callback, Cause, Item, data_of
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -270,7 +270,8 @@ class Worker:
                 wait = self._step()
                 if wait == _DONE:
                     break
-                self._wake.wait(wait)
+                if wait != 0.0:  # 0.0: the next step at once (wait(0) would only cost)
+                    self._wake.wait(wait)
         except BaseException:  # pragma: no cover - a bug; say so loudly, never die silently
             logger.exception("the dispatcher thread failed")
             raise
@@ -569,17 +570,44 @@ class Worker:
 
     # -- GDPR erase (client.erase_user / erase_account; see _erase.py) ----------------------
 
-    def erase(self, matches: Callable[[bytes], bool]) -> Tuple[List[Item], int, int]:
-        """Remove the queued events ``matches`` accepts from the queue and the spool (and
-        its spool rows of batches already taken). Returns the removed events, the spool
-        rows deleted, and how many taken events match (they cannot be recalled)."""
+    def erase(self, matches: Callable[[bytes], bool]) -> Tuple[List[Item], List[Item], int, int]:
+        """Remove the events ``matches`` accepts from the queue, from batches parked
+        waiting to retry, and from the spool (its rows of batches on the wire too).
+        Returns the removed queued events, the removed parked events, the spool rows
+        deleted, and how many events on the wire match (they cannot be recalled)."""
         removed, gone = self._journal.purge(matches)
+        unsent = self._purge_parked(matches)
         with self._lock:
             taken = self._outcomes.count_taken(matches)
             # The removed positions count as settled: a flush waiting on them returns.
             self._outcomes.settled.notify_all()
         self._wake.set()
-        return removed, gone, taken
+        return removed, unsent, gone, taken
+
+    def _purge_parked(self, matches: Callable[[bytes], bool]) -> List[Item]:
+        """Re-cut each parked batch without the events ``matches`` accepts: the body is
+        rebuilt from the kept events (as a 413 split builds its halves), the kept events
+        move to the end of the batch's positions (in the spool too, as the queue purge
+        does), so its positions stay contiguous and the flush watermark right."""
+        entries = self._pool.take_parked_matching(matches)
+        removed: List[Item] = []
+        back = []
+        for due, number, batch in entries:
+            kept = [item for item in batch.items if not matches(data_of(item))]
+            gone = [item for item in batch.items if matches(data_of(item))]
+            first, end = batch.first_index, batch.first_index + len(batch.items)
+            self._journal.recut(first, end, [data_of(item) for item in kept])
+            with self._lock:
+                batch.items = kept
+                batch.first_index = end - len(kept)
+                if batch.state is not None:
+                    batch.state = self._sender.recut(batch.state, [data_of(i) for i in kept])
+                self._outcomes.erased_from(batch, len(gone))
+            removed.extend(gone)
+            if kept:
+                back.append((due, number, batch))
+        self._pool.put_back(back)
+        return removed
 
     def save_fence(self, kind: str, value: str, until: float) -> bool:
         return self._journal.save_fence(kind, value, until)

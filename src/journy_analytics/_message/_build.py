@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 from journy_analytics._exceptions import ValidationError
 from journy_analytics._lifecycle import fork as _fork
@@ -40,10 +40,12 @@ Timestamp = Union[_dt.datetime, _dt.date, str, None]
 # Message ids: a random UUID-shaped prefix per process plus a counter. uuid4() costs
 # about 2 us a call; this costs a tenth of that and is unique as long as the prefix is,
 # which is why a forked child must draw a new one (see reseed_message_ids). The counter is
-# written in decimal, zero-padded to 12 digits: decimal digits are hex digits, so the id
-# keeps the UUID shape, and str() costs half of a hex format spec.
+# written in decimal, 12 digits: decimal digits are hex digits, so the id keeps the UUID
+# shape, and str() costs half of a hex format spec. The counter starts at 10**11 plus a
+# random 32-bit value, so its str() has 12 digits with no padding, and the strings come
+# straight from a C iterator (map(str, count)): no Python-level work per id.
 _id_prefix = ""
-_id_counter = itertools.count()
+_id_counter: Iterator[str] = iter(())
 
 
 def reseed_message_ids() -> None:
@@ -51,7 +53,8 @@ def reseed_message_ids() -> None:
     r = os.urandom(10).hex()
     variant = "89ab"[int(r[12], 16) & 3]
     _id_prefix = f"{r[0:8]}-{r[8:12]}-4{r[13:16]}-{variant}{r[16:19]}-"
-    _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))  # < 10**10: 12 digits
+    start = 10**11 + int.from_bytes(os.urandom(4), "big")  # 12 digits for 9 * 10**11 ids
+    _id_counter = map(str, itertools.count(start))
 
 
 reseed_message_ids()
@@ -65,14 +68,19 @@ _second_cache: tuple[int, str] = (-1, "")
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
-def now_iso() -> str:
+def _second_prefix(sec: int) -> str:
     global _second_cache
+    prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    _second_cache = (sec, prefix)
+    return prefix
+
+
+def now_iso() -> str:
     t = time.time()
     sec = int(t)
     cached_sec, prefix = _second_cache
     if sec != cached_sec:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _second_cache = (sec, prefix)
+        prefix = _second_prefix(sec)
     return prefix + _MILLIS[int((t - sec) * 1000)]
 
 
@@ -220,10 +228,19 @@ def _base(
             "use anonymous_id for visitors you do not know yet"
         )
     if message_id is None:
-        msg["messageId"] = _id_prefix + str(next(_id_counter)).zfill(12)
+        msg["messageId"] = _id_prefix + next(_id_counter)
     else:
         msg["messageId"] = _id(message_id, "message_id")
-    msg["timestamp"] = now_iso() if timestamp is None else format_timestamp(timestamp)
+    if timestamp is None:
+        # now_iso() inlined (a call is a sizeable share of this function's cost).
+        t = time.time()
+        sec = int(t)
+        cached_sec, prefix = _second_cache
+        if sec != cached_sec:
+            prefix = _second_prefix(sec)
+        msg["timestamp"] = prefix + _MILLIS[int((t - sec) * 1000)]
+    else:
+        msg["timestamp"] = format_timestamp(timestamp)
     if context is None:
         ctx: Dict[str, Any] = {"library": LIBRARY}
     else:
@@ -294,7 +311,11 @@ def build_track(
         "track", user_id, anonymous_id, timestamp, context, integrations, message_id, group_id
     )
     msg["event"] = event
-    msg["properties"] = _mapping(properties, "properties")
+    # _mapping() inlined for the common case (a dict, or none).
+    if type(properties) is dict:
+        msg["properties"] = properties
+    else:
+        msg["properties"] = _mapping(properties, "properties")
     return msg
 
 
