@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any, Callable, Iterator, List
 
 import pytest
@@ -58,6 +59,16 @@ def _module_settings_restored() -> Iterator[None]:
             delattr(journy_analytics, name)
 
 
+# A run started in the background by a script (`make test &` in a shell without job control,
+# nohup, some CI runners) begins with SIGINT ignored, and every process a test starts would
+# inherit that: Python then installs no KeyboardInterrupt handler, and the tests that press
+# Ctrl-C on `journy import` or `journy demo` would find it ignored (the demo then serves
+# for ever, the import runs to its end). They test Ctrl-C as a terminal delivers it, so the
+# run restores the terminal's disposition: a handler is reset to the default across exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture
 def collector() -> Iterator[CollectorThread]:
     with CollectorThread(db=":memory:") as running:
@@ -102,6 +113,10 @@ class ScriptedServer:
         self.headers: List[Any] = []
         self.client_ports: List[int] = []  # one per request: equal ports mean one connection
         self.lock = threading.Lock()
+        # Set at close: a delayed answer still pending goes out at once, so that a request a
+        # test abandoned does not hang on until the client's http_request_timeout and log
+        # its timeout into a later test.
+        self.released = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -120,9 +135,7 @@ class ScriptedServer:
                     server.client_ports.append(self.client_address[1])
                 step = step if isinstance(step, dict) else {"status": step}
                 if step.get("delay"):
-                    import time
-
-                    time.sleep(step["delay"])
+                    server.released.wait(step["delay"])
                 if step.get("reset"):
                     self.connection.setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
@@ -159,7 +172,13 @@ class ScriptedServer:
         with self.lock:
             return [e for body in self.bodies for e in body["batch"]]
 
+    def received(self) -> int:
+        """Requests that reached the server so far (answered or not yet)."""
+        with self.lock:
+            return len(self.headers)
+
     def close(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

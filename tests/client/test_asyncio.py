@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -74,28 +75,49 @@ def slow_collector() -> Iterator[SlowCollector]:
         c.close()
 
 
-def _runqueue_wait() -> float:
-    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat), or 0.0
-    where the kernel does not say. On a shared 2-core machine other processes can keep the
-    loop's thread off the CPU for several ms at any moment: that is not the loop being
-    blocked, and it is subtracted from each lag (both figures are reported)."""
+def _runqueue_waits() -> Dict[str, float]:
+    """Seconds each thread of this process has spent runnable but waiting for a CPU (Linux
+    schedstat, by thread id); empty where the kernel does not say."""
+    waits: Dict[str, float] = {}
     try:
-        with open("/proc/thread-self/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return waits
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                waits[task] = int(f.read().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return waits
+
+
+def _waited_between(before: Dict[str, float], after: Dict[str, float]) -> float:
+    """The time this process's threads waited for a CPU between two readings. A thread that
+    started meanwhile waited all of its figure in between; one that ended is not counted."""
+    return sum(max(0.0, waited - before.get(task, 0.0)) for task, waited in after.items())
 
 
 async def _measure_lag(until: asyncio.Future[Any], tick: float = 0.001) -> List[tuple]:
     """How late each 1 ms sleep of the loop wakes up, until ``until`` is done: (lag, lag less
-    the time the OS kept the thread waiting for a CPU meanwhile)."""
+    the time the OS kept this process's threads waiting for a CPU meanwhile).
+
+    On a shared 2-core machine other processes can keep a thread off the CPU for many ms at
+    any moment: the loop's own thread, and just as well the SDK thread that holds the GIL the
+    loop waits for (the loop then waits out another process's time slice, not our code).
+    Neither is the loop being blocked, so it is subtracted (both figures are reported). A
+    loop blocked on I/O or on a lock is asleep, not waiting for a CPU, and so is a thread
+    holding that lock while it waits for the network: such lag stays in the figure. The
+    schedstat reads are outside the timed window, so they do not count as lag."""
     lags: List[tuple] = []
     loop = asyncio.get_running_loop()
     while not until.done():
-        start, waited = loop.time(), _runqueue_wait()
+        before = _runqueue_waits()
+        start = loop.time()
         await asyncio.sleep(tick)
         lag = max(0.0, loop.time() - start - tick)
-        lags.append((lag, max(0.0, lag - (_runqueue_wait() - waited))))
+        waited = _waited_between(before, _runqueue_waits())
+        lags.append((lag, max(0.0, lag - waited)))
     return lags
 
 

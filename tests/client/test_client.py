@@ -16,6 +16,17 @@ from journy_analytics._default import set_default_client
 from journy_analytics.collector import CollectorThread
 from journy_analytics.testing import Capture
 
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds; ``timeout`` is only an upper bound on the wait."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 MakeClient = Callable[..., Analytics]
 FAST_RETRY = RetryPolicy(max_retries=3, initial_backoff=0.01, max_backoff=0.05)
 
@@ -138,10 +149,13 @@ def test_partial_batch_waits_flush_interval_then_goes(
     make_client: MakeClient, collector: CollectorThread
 ) -> None:
     a = make_client(flush_interval=0.4, max_events_in_batch=100)
+    sent_at: List[float] = []
+    a.on("http_request", lambda request: sent_at.append(time.monotonic()))
+    tracked_at = time.monotonic()
     a.track(user_id="u", event="Lonely")
-    time.sleep(0.1)
-    assert a.stats()["queued"] == 1, "a partial batch is not sent before flush_interval"
-    assert collector.wait_for_events(1, timeout=5)
+    assert collector.wait_for_events(1, timeout=10)
+    # When the request left, measured from the track() call: load can only make it later.
+    assert sent_at[0] - tracked_at >= 0.4, "a partial batch is not sent before flush_interval"
     assert a.flush(5)
     assert a.stats()["delivered"] == 1
 
@@ -153,6 +167,17 @@ def test_full_batch_goes_without_waiting_for_the_interval(
     for _ in range(5):
         a.track(user_id="u", event="E")
     assert collector.wait_for_events(5, timeout=5)
+
+
+def test_a_burst_of_batches_goes_out_at_once_not_one_behind_another(scripted: Any) -> None:
+    # Two full batches cut before the first sender thread has picked up the first: the
+    # second must get a sender of its own, not queue behind a request the server holds.
+    server = scripted([{"delay": 30}] * 2)
+    a = Analytics(write_key="k", host=server.url, max_events_in_batch=2, flush_interval=60)
+    for i in range(4):
+        a.track(user_id="u", event="E", message_id=f"burst-{i}")
+    assert wait_until(lambda: server.received() == 2), "the second batch waited for the first"
+    a.close_and_flush(timeout=0)
 
 
 def test_several_requests_in_flight_against_a_slow_server(
@@ -265,7 +290,7 @@ def test_close_cuts_a_long_backoff_short(scripted: Any) -> None:
     server = scripted([{"status": 503, "headers": {"Retry-After": "60"}}])
     a = Analytics(write_key="k", host=server.url, flush_interval=0.01)
     a.track(user_id="u", event="E")
-    time.sleep(0.3)  # the batch is now waiting 60 s to retry
+    assert wait_until(lambda: a.stats()["waiting_to_retry"] == 1)  # for 60 s
     started = time.monotonic()
     assert a.close_and_flush(timeout=0.5) is False
     assert time.monotonic() - started < 1.5
@@ -496,17 +521,16 @@ def test_a_batch_waiting_to_retry_does_not_hold_a_sender(scripted: Any) -> None:
         flush_interval=0.01,
         max_events_in_batch=1,
         max_concurrent_requests=1,
-        retry_policy=RetryPolicy(initial_backoff=2.0, jitter=0.0),
+        # Far longer than the second batch needs, even on a loaded machine.
+        retry_policy=RetryPolicy(initial_backoff=5.0, jitter=0.0),
     )
     a.track(user_id="u", event="First", message_id="m-first")
-    deadline = time.monotonic() + 5
-    while a.stats()["waiting_to_retry"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert a.stats()["waiting_to_retry"] == 1
+    assert wait_until(lambda: a.stats()["waiting_to_retry"] == 1)
     a.track(user_id="u", event="Second", message_id="m-second")
-    assert a.flush(timeout=0.8) is False, "the first batch is still waiting for its retry"
+    assert wait_until(lambda: len(server.events()) > 0)
     assert [e["messageId"] for e in server.events()] == ["m-second"]
-    assert a.close_and_flush(10)
+    assert a.flush(timeout=0.2) is False, "the first batch is still waiting for its retry"
+    assert a.close_and_flush(15)
     assert [e["messageId"] for e in server.events()] == ["m-second", "m-first"]
 
 
@@ -522,10 +546,10 @@ def test_during_an_outage_only_retries_probe_the_server(collector: CollectorThre
     attempts: List[int] = []
     a.on("http_request", lambda r: attempts.append(r["events"]))
     a.track(user_id="u", event="E", message_id="o-0")
-    time.sleep(0.3)
+    assert wait_until(lambda: a.stats()["last_error"] is not None)  # it found the server down
     for i in range(1, 51):
         a.track(user_id="u", event="E", message_id=f"o-{i}")
-    time.sleep(1.0)
+    time.sleep(1.0)  # a while to count the requests that hit the dead server meanwhile
     stats = a.stats()
     assert stats["waiting_to_retry"] + stats["in_flight"] <= 5
     assert stats["queued"] >= 45, "new batches wait while the server is down"
@@ -558,7 +582,7 @@ def test_calls_racing_close_are_delivered_or_reported(collector: CollectorThread
     try:
         time.sleep(0.2)
         assert a.close_and_flush(30)
-        time.sleep(0.05)
+        assert wait_until(lambda: len(refused) > 0)  # the producer called after the close
     finally:
         stop.set()  # even when an assertion fails: never leave the producer running
         producer.join()

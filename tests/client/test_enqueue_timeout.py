@@ -95,9 +95,11 @@ def test_close_and_flush_wakes_a_waiting_caller() -> None:
     )
     _loop(client, 5)
     deadline = time.monotonic() + 10
-    while client.stats()["queued"] and time.monotonic() < deadline:
+    parked = 0
+    while not parked and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.2)  # the first attempt failed: the batch is parked
+        parked = client.stats()["waiting_to_retry"]
+    assert parked == 5  # the first attempt failed: the batch waits to retry, the client is full
     outcome: List[Any] = []
     waiting = threading.Thread(
         target=lambda: client.track(
@@ -106,7 +108,7 @@ def test_close_and_flush_wakes_a_waiting_caller() -> None:
         daemon=True,
     )
     waiting.start()
-    time.sleep(0.3)
+    time.sleep(0.3)  # a while to see that the call waits
     assert waiting.is_alive()  # blocked on the full queue
     client.close_and_flush(timeout=0.5)
     waiting.join(timeout=10)

@@ -175,7 +175,8 @@ def _deadline_thread() -> Optional[threading.Thread]:
 def test_retry_after_pauses_new_batches_and_memory_respects_max_queue_size(
     scripted: Any,
 ) -> None:
-    server = scripted([{"status": 429, "headers": {"Retry-After": "3"}}] * 1000)
+    # A pause far longer than the test: a retry within it would be the bug, not the load.
+    server = scripted([{"status": 429, "headers": {"Retry-After": "30"}}] * 1000)
     a = Analytics(
         write_key="k",
         host=server.url,
@@ -186,9 +187,9 @@ def test_retry_after_pauses_new_batches_and_memory_respects_max_queue_size(
     )
     for i in range(200):
         a.track(user_id="u", event="Storm", properties={"i": i})
-        if i == 10:
-            time.sleep(0.3)  # the first batch meets its 429
-    time.sleep(1.0)
+        if i == 10:  # the first batch meets its 429
+            assert wait_until(lambda: a.stats()["waiting_to_retry"] > 0)
+    time.sleep(1.0)  # a while to see that nothing else is sent meanwhile
     stats = a.stats()
     held = stats["queued"] + stats["in_flight"]
     assert held <= 50, f"{held} events held in memory with max_queue_size=50"
@@ -202,7 +203,8 @@ def test_retry_after_pauses_new_batches_and_memory_respects_max_queue_size(
 
 
 def test_queue_full_is_reported_while_every_sender_is_busy_and_at_close(scripted: Any) -> None:
-    server = scripted([{"delay": 2}] * 100)
+    # The only sender stays busy far longer than the report may take (once a second).
+    server = scripted([{"delay": 30}] * 100)
     a = Analytics(
         write_key="k",
         host=server.url,
@@ -215,7 +217,7 @@ def test_queue_full_is_reported_while_every_sender_is_busy_and_at_close(scripted
     a.on("error", errors.append)
     for i in range(10):
         a.track(user_id="u", event="Full", properties={"i": i})
-    assert wait_until(lambda: any(e.cause == "queue_full" for e in errors), 1.5), (
+    assert wait_until(lambda: any(e.cause == "queue_full" for e in errors), 20), (
         "queue_full not reported while the only sender was busy"
     )
     a.close_and_flush(timeout=0.1)
@@ -334,7 +336,8 @@ def test_every_stats_snapshot_accounts_for_every_accepted_event(scripted: Any) -
 
 def test_in_flight_events_at_a_close_timeout_are_reported_once(scripted: Any) -> None:
     server = scripted([{"delay": 1.0}] * 10)
-    a = Analytics(write_key="k", host=server.url, flush_interval=0.01, max_events_in_batch=2)
+    # Two full batches of two, whatever the load (a short flush_interval could split them).
+    a = Analytics(write_key="k", host=server.url, flush_interval=60, max_events_in_batch=2)
     calls: Dict[str, int] = {}
     errors: List[DeliveryError] = []
     a.on("error", errors.append)
@@ -344,9 +347,11 @@ def test_in_flight_events_at_a_close_timeout_are_reported_once(scripted: Any) ->
 
     for i in range(4):
         a.track(user_id="u", event="InFlight", message_id=f"f{i}", callback=count)
-    time.sleep(0.2)
+    assert wait_until(lambda: server.received() >= 1)  # the first batch is on the wire
     assert a.close_and_flush(timeout=0.2) is False
-    time.sleep(1.5)  # the server answers meanwhile
+    # The server answers meanwhile; the sender settles the late answer, then ends.
+    assert wait_until(lambda: a.stats()["senders"] == 0)
+    assert len(server.events()) >= 2
     assert calls == {f"f{i}": 1 for i in range(4)}
     assert sum(len(e.events) for e in errors) == 4
 

@@ -50,6 +50,8 @@ class SenderPool:
         self._work: queue.SimpleQueue[Optional[Batch]] = queue.SimpleQueue()
         self._threads: List[threading.Thread] = []
         self._idle = 0
+        # Batches handed to the threads and not yet picked up by one.
+        self._waiting = 0
         self._busy = 0
         self._parked: List[Tuple[float, int, Batch]] = []
         self.paused_until = 0.0
@@ -84,7 +86,13 @@ class SenderPool:
     def submit(self, batch: Batch) -> None:
         with self._lock:
             self._busy += 1
-            spawn = not self.inline and self._idle == 0 and len(self._threads) < self._max
+            if not self.inline:
+                self._waiting += 1
+            # A thread for each batch no idle thread will pick up: a burst cut before the
+            # first thread ran must not queue behind one request (a slow server holds it).
+            spawn = (
+                not self.inline and self._idle < self._waiting and len(self._threads) < self._max
+            )
             if spawn:
                 thread = threading.Thread(
                     target=signal_free(self._serve),
@@ -92,7 +100,7 @@ class SenderPool:
                     daemon=True,
                 )
                 self._threads.append(thread)
-                # Counted idle before it runs, so a burst does not start a thread per batch.
+                # Counted idle before it runs: it picks up one of the waiting batches.
                 self._idle += 1
         if spawn:
             try:
@@ -103,6 +111,8 @@ class SenderPool:
                     self._threads.remove(thread)
                     self._idle -= 1
                     self.inline = not self._threads
+                    if self.inline:
+                        self._waiting -= 1
         if self.inline:
             self._run(batch)
         else:
@@ -187,6 +197,8 @@ class SenderPool:
             batch = self._work.get()
             with self._lock:
                 self._idle -= 1
+                if batch is not None:
+                    self._waiting -= 1
             if batch is None:
                 return
             self._run(batch)
