@@ -76,9 +76,13 @@ def test_http_through_the_proxy_every_event_arrives(
     assert _ids(collector) == sorted(f"m{i}" for i in range(40))
     stats = client.stats()
     assert stats["delivered"] == 40 and stats["requests"] >= 8
-    # Every request went through the proxy, as an absolute-form request line.
+    # Every request that reached the collector went through the proxy, as an absolute-form
+    # request line. (A request the client counted may have died on a keep-alive connection
+    # the proxy had just closed, before the proxy logged it: retried, never lost.)
     seen = proxy.requests()
-    assert seen == [f"POST {collector.url}/backend/v1/batch HTTP/1.1"] * stats["requests"]
+    assert seen == [f"POST {collector.url}/backend/v1/batch HTTP/1.1"] * len(seen)
+    assert len(seen) == len(collector.requests()) >= 8
+    assert len(seen) <= stats["requests"]
 
 
 def test_https_from_the_environment_one_tunnel_for_many_batches(
