@@ -59,7 +59,7 @@ from journy_analytics._core import (
     parse_retry_after,
 )
 from journy_analytics._exceptions import NameResolutionError, ValidationError
-from journy_analytics._logging import RateLimitedLog
+from journy_analytics._logging import RateLimitedLog, logger
 
 __all__ = ["DEFAULT_API_HOST", "AsyncJournyAPI", "JournyAPI"]
 
@@ -575,7 +575,7 @@ def _warn_plain_http(scheme: str, host: Optional[str]) -> None:
         loopback = False
     if not loopback:
         _warned_hosts.add(host)
-        logging.getLogger("journy_analytics").warning(
+        logger.warning(
             "JournyAPI host %s uses plain http:// off this machine; the API key and your "
             "users' data travel unencrypted. Use https://.",
             host,
