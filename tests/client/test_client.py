@@ -616,7 +616,10 @@ def test_analytics_reads_the_environment_where_an_argument_is_not_given(
             analytics.track(user_id="u", event="From The Environment", properties={"i": i})
         assert analytics.flush(10)
     assert len(collector.events()) == 3
-    assert [r["body"] and len(r["body"]["batch"]) for r in collector.requests()] == [2, 1]
+    # Batches of 2 (JOURNY_MAX_EVENTS_IN_BATCH): the two may arrive in either order, each
+    # on its own sender.
+    sizes = sorted(r["body"] and len(r["body"]["batch"]) for r in collector.requests())
+    assert sizes == [1, 2]
 
 
 def test_an_explicit_argument_wins_over_the_environment(
