@@ -7,6 +7,7 @@ the real collector over loopback, with real worker processes.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -242,10 +243,12 @@ def test_kill_9_of_the_reader_then_resume_delivers_every_row_once(
     def watch_stderr() -> None:
         # The workers write to the command's stderr, which outlives the command.
         assert proc.stderr is not None
+        # Two workers write at once: their lines may come interleaved, so each worker is
+        # found by its own words, wherever they stand in a line.
         for line in proc.stderr:
-            if b"the reading process is gone" in line:
-                noticed.append(line.decode())
-                if len(noticed) == jobs:
+            for worker in re.findall(rb"worker (\d+): the reading process is gone", line):
+                noticed.append(worker.decode())
+                if len(set(noticed)) == jobs:
                     both_noticed.set()
 
     watcher = threading.Thread(target=watch_stderr, daemon=True)
