@@ -36,7 +36,7 @@ browser-deps:
 		exit 1; \
 	fi
 
-# The proxy tests run Debian's tinyproxy on a loopback port (tests/test_proxy.py).
+# The proxy tests run Debian's tinyproxy on a loopback port (tests/core/test_proxy.py).
 # Quick when it is there; as root, installs it with apt-get; otherwise says how.
 TINYPROXY := /usr/bin/tinyproxy
 proxy-deps:

@@ -448,9 +448,9 @@ the machine and package versions) and the table above is rewritten between its m
 - **Node**: analytics-node runs on one thread, so nothing is sent while a synchronous loop runs; its
   loop yields to the event loop (untimed) after every 100 calls, as a server does between requests.
 
-Hot paths are also covered by `tests/test_bench_hotpaths.py` (pytest-benchmark), which runs in
-`make test` as correctness checks only; `pytest tests/test_bench_hotpaths.py --benchmark-enable`
-times them.
+Hot paths are also covered by `tests/client/test_bench_hotpaths.py` (pytest-benchmark),
+which runs in `make test` as correctness checks only;
+`pytest tests/client/test_bench_hotpaths.py --benchmark-enable` times them.
 """
 
 

@@ -1,4 +1,4 @@
-"""Real network parts for tests on 127.0.0.1, shared by tests/test_proxy.py and tests/api:
+"""Real network parts for tests on 127.0.0.1, shared by tests/core/test_proxy.py and tests/api:
 Debian's tinyproxy on a loopback port with a config the test writes (``proxies``), a test
 CA (``ca``, trustme), a TLS collector it signed (``tls_collector``) and a context that
 trusts it (``trusting``). tinyproxy is installed by ``make proxy-deps``."""

@@ -12,6 +12,7 @@ Or the module-level default client, configured from ``JOURNY_WRITE_KEY``::
 """
 
 from journy_analytics._api import AsyncJournyAPI, JournyAPI, JournyAPIError, KeyInfo
+from journy_analytics._core import HttpClient, Response, RetryPolicy
 from journy_analytics._default import (
     aclose,
     aflush,
@@ -31,10 +32,16 @@ from journy_analytics._default import (
     stats,
     track,
 )
-from journy_analytics._errors import DeliveryError, ValidationError
-from journy_analytics._retry import RetryPolicy
-from journy_analytics._scope import scope
-from journy_analytics._transport import HttpClient, Response
+from journy_analytics._exceptions import (
+    DeliveryError,
+    NameResolutionError,
+    ProxyConnectError,
+    ProxyTunnelError,
+    RequestTimeoutError,
+    SpoolLockedError,
+    ValidationError,
+)
+from journy_analytics._message import scope
 from journy_analytics._types import Cause
 from journy_analytics._version import __version__
 from journy_analytics.client import Analytics
@@ -53,8 +60,13 @@ __all__ = [
     "JournyAPI",
     "JournyAPIError",
     "KeyInfo",
+    "NameResolutionError",
+    "ProxyConnectError",
+    "ProxyTunnelError",
+    "RequestTimeoutError",
     "Response",
     "RetryPolicy",
+    "SpoolLockedError",
     "ValidationError",
     "__version__",
     "aclose",

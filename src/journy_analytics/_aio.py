@@ -18,7 +18,7 @@ import asyncio
 import threading
 from typing import Any, Callable, TypeVar
 
-from journy_analytics._threads import signal_free
+from journy_analytics._lifecycle import signal_free
 
 __all__ = ["run_in_thread"]
 

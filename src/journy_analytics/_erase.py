@@ -173,7 +173,7 @@ def run_erase(
     behind the purge), then purge, then let taken batches settle, then DELETE (after any
     event that could still reach journy.io)."""
     from journy_analytics._api import JournyAPIError
-    from journy_analytics._errors import ValidationError
+    from journy_analytics._exceptions import ValidationError
 
     until = time.time() + fence_seconds
     persisted = True
@@ -200,7 +200,7 @@ def run_erase(
             deleted = True
         except (JournyAPIError, ValidationError) as exc:
             error = str(exc)
-    from journy_analytics._errors import DeliveryError
+    from journy_analytics._exceptions import DeliveryError
     from journy_analytics._types import callback_of, data_of
 
     for item in removed + unsent:

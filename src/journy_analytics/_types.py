@@ -1,17 +1,6 @@
-"""Types shared by the delivery parts (a leaf module: it imports nothing of ours).
+"""The vocabulary shared by the layers (a leaf module: it imports nothing of ours).
 
-The path of one event, from the caller to the server::
-
-    Analytics.track()            client.py     validate + build (_messages) + encode (_encoding)
-      -> Worker.put()            _worker.py    closed check, overflow
-        -> EventQueue.put()      _queue.py     bounded deque of encoded bytes; wakes dispatcher
-    dispatcher thread            _worker.py    decides *when*: full batch, interval, flush, close
-      -> EventQueue.take()       _queue.py     cuts a Batch (count and byte limits)
-      -> Journal.commit()        _journal.py   (spool only) the batch is on disk before it leaves
-      -> SenderPool.submit()     _senders.py   a sender thread makes one attempt
-        -> BatchSender.attempt() _delivery.py  one HTTP request (_transport), asks _retry what next
-        -> parked until due, or
-      -> Outcomes.settle()       _outcomes.py  counters, callbacks, handlers, logs, flush waiters
+The path of one event through them is drawn once, in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -23,11 +23,19 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from journy_analytics._import._checkpoint import Checkpoint
-from journy_analytics._import._engine import SKIPPED, ImportReport, Reject, Rows, execute
-from journy_analytics._import._readers import record_key
-from journy_analytics._import._rows import Occurrences, RowMapper, parse_mapping
-from journy_analytics._retry import RetryPolicy
+from journy_analytics._core import RetryPolicy
+from journy_analytics._import import (
+    SKIPPED,
+    Checkpoint,
+    ImportReport,
+    Occurrences,
+    Reject,
+    RowMapper,
+    Rows,
+    execute,
+    parse_mapping,
+    record_key,
+)
 from journy_analytics.client import DEFAULT_HOST, Analytics
 
 __all__ = ["IMPORT_SETTINGS", "ImportReport", "Reject", "import_client", "send", "send_partition"]

@@ -12,11 +12,9 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-from journy_analytics._api._command import add_api_commands
-from journy_analytics._cli.collector import add_collector_command
-from journy_analytics._cli.demo import add_demo_command
-from journy_analytics._cli.query import add_query_commands
-from journy_analytics._import._command import add_import_command
+from journy_analytics._api import add_api_commands
+from journy_analytics._cli import add_collector_command, add_demo_command, add_query_commands
+from journy_analytics._import import add_import_command
 
 __all__ = ["main"]
 

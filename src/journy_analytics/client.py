@@ -22,20 +22,29 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from journy_analytics import _default, _erase, _fork, _shutdown
-from journy_analytics import _messages as m
+from journy_analytics import _default, _erase
+from journy_analytics import _message as m
 from journy_analytics._aio import run_in_thread as _run_in_thread
-from journy_analytics._encoding import encode_event
-from journy_analytics._errors import DeliveryError, ValidationError
-from journy_analytics._events import Emitter, Handler
-from journy_analytics._logs import logger
-from journy_analytics._network import PROXY_FROM_ENV, NetworkSettings, _FromEnvironment
-from journy_analytics._plugins import PluginChain
-from journy_analytics._retry import RetryPolicy
-from journy_analytics._scope import active_scope as _active_scope
-from journy_analytics._transport import HttpClient, Response, StdlibHttpClient
+from journy_analytics._core import (
+    PROXY_FROM_ENV,
+    HttpClient,
+    NetworkSettings,
+    ProxySetting,
+    Response,
+    RetryPolicy,
+    StdlibHttpClient,
+    Worker,
+    WorkerConfig,
+)
+from journy_analytics._deadline import remaining as _remaining
+from journy_analytics._exceptions import DeliveryError, ValidationError
+from journy_analytics._handlers import Emitter, Handler
+from journy_analytics._lifecycle import fork as _fork
+from journy_analytics._lifecycle import shutdown as _shutdown
+from journy_analytics._logging import RateLimit, logger
+from journy_analytics._message import PluginChain, encode_event
+from journy_analytics._message import active_scope as _active_scope
 from journy_analytics._types import FLUSH_TIMEOUT, Callback, _Default
-from journy_analytics._worker import Worker, WorkerConfig
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "Analytics"]
 
@@ -89,7 +98,7 @@ class Analytics:
         retry_policy: Optional[RetryPolicy] = None,
         spool_commit_interval: float = 0.2,
         enqueue_timeout: float = 0.0,
-        proxy: Union[str, _FromEnvironment, None] = PROXY_FROM_ENV,
+        proxy: Union[str, ProxySetting, None] = PROXY_FROM_ENV,
         ssl_context: Optional[ssl.SSLContext] = None,
         api_key: Optional[str] = None,
         api_host: str = "https://api.journy.io",
@@ -168,7 +177,7 @@ class Analytics:
         self._closed = False
         self._close_lock = threading.Lock()
         self._calls_after_close = 0
-        self._after_close_logged_at = -10.0
+        self._after_close_log = RateLimit(10.0)
         if self.disable:
             make: Any = _NullHttpClient
             owns = True
@@ -276,7 +285,7 @@ class Analytics:
             raise _positional_call("identify", positional)
         if not _fork_mark[0]:
             _fork.check()
-        if (scope := _active_scope()) is not None:  # journy_analytics.scope(...): see _scope.py
+        if (scope := _active_scope()) is not None:  # journy_analytics.scope(): _message/_scope.py
             user_id, anonymous_id, _, _, context = scope.fill(
                 user_id, anonymous_id, None, None, context
             )
@@ -547,11 +556,9 @@ class Analytics:
     def _after_close(self, data: bytes, callback: Optional[Callback]) -> None:
         message = orjson.loads(data)
         self._calls_after_close += 1
-        now = time.monotonic()
-        if now - self._after_close_logged_at >= 10.0:
+        if self._after_close_log.check()[0]:
             # The first such call, then one line per 10 s: a loop that keeps calling a closed
             # client must not flood the logs. Every call is still emitted and counted.
-            self._after_close_logged_at = now
             logger.warning(
                 "%s() called after close_and_flush() (%d such call(s) so far); the event is "
                 "not sent",
@@ -626,9 +633,9 @@ class Analytics:
             raise _positional_call("erase_user", positional)
         targets = {}
         if user_id is not None:
-            targets["user_id"] = m._id(user_id, "user_id") or ""
+            targets["user_id"] = m.checked_id(user_id, "user_id") or ""
         if email is not None:
-            from journy_analytics._api._body import user_identification
+            from journy_analytics._api import user_identification
 
             targets["email"] = user_identification(None, email)["email"]
         if not targets:
@@ -648,9 +655,9 @@ class Analytics:
             raise _positional_call("erase_account", positional)
         targets = {}
         if account_id is not None:
-            targets["account_id"] = m._id(account_id, "account_id") or ""
+            targets["account_id"] = m.checked_id(account_id, "account_id") or ""
         if domain is not None:
-            from journy_analytics._api._body import domain_name
+            from journy_analytics._api import domain_name
 
             targets["domain"] = domain_name(domain)
         if not targets:
@@ -863,7 +870,3 @@ def _warn_plain_http(url: str) -> None:
             "and your users' data travel unencrypted. Use https://.",
             host,
         )
-
-
-def _remaining(deadline: Optional[float]) -> Optional[float]:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Pattern, Set, Tuple, Uni
 
 import orjson
 
-from journy_analytics._encoding import wire_form
+from journy_analytics._message import wire_form
 
 __all__ = [
     "EMAIL",

@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import orjson
 
+from journy_analytics._core import Response
 from journy_analytics._default import set_default_client
-from journy_analytics._transport import Response
 from journy_analytics.client import Analytics
 
 __all__ = ["Capture", "MemoryHttpClient", "journy_capture"]

@@ -105,7 +105,7 @@ class CheckedTransport:
     def __init__(self) -> None:
         import threading
 
-        from journy_analytics._transport import StdlibHttpClient
+        from journy_analytics._core._transport import StdlibHttpClient
 
         self._inner = StdlibHttpClient()
         self._api = validator()

@@ -17,8 +17,9 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from journy_analytics import Analytics, DeliveryError, RetryPolicy, ValidationError, _worker
-from journy_analytics._transport import RequestTimeoutError, StdlibHttpClient
+from journy_analytics import Analytics, DeliveryError, RetryPolicy, ValidationError
+from journy_analytics._core import _worker
+from journy_analytics._core._transport import RequestTimeoutError, StdlibHttpClient
 from journy_analytics.collector import CollectorThread
 
 
@@ -359,7 +360,7 @@ def test_in_flight_events_at_a_close_timeout_are_reported_once(scripted: Any) ->
 
 
 def test_timestamps_before_year_1000_are_iso_and_range_ends_are_validation_errors() -> None:
-    from journy_analytics._messages import format_timestamp
+    from journy_analytics._message._build import format_timestamp
 
     assert format_timestamp(dt.datetime(999, 1, 2, 3, 4, 5)) == "0999-01-02T03:04:05.000Z"
     assert format_timestamp(dt.datetime(5, 1, 1)) == "0005-01-01T00:00:00.000Z"
@@ -496,8 +497,8 @@ def test_a_proxy_host_with_a_prefix_is_fine() -> None:
 
 
 def test_redaction_of_a_short_key_keeps_other_words_whole() -> None:
-    from journy_analytics import _events
-    from journy_analytics._delivery import BatchSender
+    from journy_analytics import _handlers as _events
+    from journy_analytics._core._attempt import BatchSender
 
     sender = BatchSender(
         url="http://127.0.0.1:9/backend/v1/batch",
@@ -514,3 +515,34 @@ def test_redaction_of_a_short_key_keeps_other_words_whole() -> None:
     assert sender.redact("ok; look: k.") == "ok; look: [REDACTED]."
     token = base64.b64encode(b"k:").decode()
     assert sender.redact(f"Basic {token}") == "Basic [REDACTED]"
+
+
+def test_a_forked_child_does_not_inherit_the_parents_oldest_event_time() -> None:
+    # The dispatcher sends a batch once its oldest event is flush_interval old; a child
+    # that kept its parent's timestamp would send its first event at once, whatever the
+    # interval. _after_fork is what the fork hook runs in the child.
+    client = Analytics(write_key="k", host="http://127.0.0.1:9", flush_interval=3600)
+    worker = client._worker
+    try:
+        worker._oldest = time.monotonic() - 7200
+        worker._after_fork()
+        assert worker._oldest is None
+    finally:
+        client.close_and_flush(timeout=0)
+
+
+def test_the_worker_lifecycle_only_moves_forward() -> None:
+    # A close after a retire must not turn "the dispatcher finishes" into "close finishes",
+    # and nothing may reopen a finished worker (put() would queue where nobody reads).
+    client = Analytics(write_key="k", host="http://127.0.0.1:9")
+    worker = client._worker
+    try:
+        assert worker._lifecycle is _worker.Lifecycle.OPEN
+        worker._move(_worker.Lifecycle.RETIRING)
+        worker._move(_worker.Lifecycle.CLOSING)
+        assert worker._lifecycle is _worker.Lifecycle.RETIRING
+        worker._move(_worker.Lifecycle.FINISHED)
+        worker._move(_worker.Lifecycle.OPEN)
+        assert worker._lifecycle is _worker.Lifecycle.FINISHED
+    finally:
+        client.close_and_flush(timeout=0)

@@ -344,7 +344,8 @@ def test_the_fork_mark_reads_zero_in_a_libc_forked_child_until_its_first_event()
     proc = start(
         """
         import ctypes, os
-        from journy_analytics import Analytics, _fork
+        from journy_analytics import Analytics
+        from journy_analytics._lifecycle import _fork
         a = Analytics(write_key="k", disable=True)
         print("PARENT", _fork.mark[0], flush=True)
         pid = ctypes.PyDLL(None).fork()

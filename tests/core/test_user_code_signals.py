@@ -17,7 +17,7 @@ from typing import Any, List, Mapping
 import pytest
 
 from journy_analytics import Analytics, Response
-from journy_analytics._transport import StdlibHttpClient
+from journy_analytics._core._transport import StdlibHttpClient
 from journy_analytics.collector import CollectorThread
 
 pytestmark = pytest.mark.skipif(

@@ -38,7 +38,7 @@ SCRIPT = """
     )
     a.on("error", lambda error: note(kind="error", count=len(error.events), reason=str(error)))
     if spool:
-        db = a._worker._journal._spool._db
+        db = a._worker._journal._file._db
         db.set_trace_callback(lambda statement: note(kind="sql", statement=statement))
     for i in range(10):
         a.track(user_id="parent", event="Before Fork", message_id=f"parent-{i}")
@@ -145,9 +145,9 @@ def test_a_child_forked_behind_pythons_back_starts_fresh(
 
 
 def test_a_spool_refuses_writes_from_a_process_that_did_not_open_it(tmp_path: Path) -> None:
-    from journy_analytics._spool import Spool, SpoolError
+    from journy_analytics._core._spool_file import SpoolError, SpoolFile
 
-    spool = Spool(str(tmp_path / "s.db"))
+    spool = SpoolFile(str(tmp_path / "s.db"))
     try:
         spool.append(0, [b"{}"])
         spool._owner = -1  # as seen from a forked child

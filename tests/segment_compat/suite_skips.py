@@ -17,13 +17,14 @@ SKIPPED_FILES: Dict[str, str] = {
     "test_consumer.py": (
         "Segment's private upload thread (segment.analytics.consumer.Consumer), driven "
         "directly with a mocked post(): journy-analytics delivers with its own worker, whose "
-        "batching, retry and Retry-After rules are tested in tests/test_delivery.py, "
-        "tests/test_retry.py and tests/reliability/"
+        "batching, retry and Retry-After rules are tested in tests/core/test_delivery.py, "
+        "tests/core/test_retry.py and tests/reliability/"
     ),
     "test_request.py": (
         "Segment's private request module (segment.analytics.request.post, requests session, "
         "APIError); two of its tests also post to Segment's hosted API (api.segment.io). The "
-        "shim's transport is journy-analytics' (tests/test_delivery.py, tests/test_security.py)"
+        "shim's transport is journy-analytics' (tests/core/test_delivery.py, "
+        "tests/client/test_security.py)"
     ),
     "test_oauth.py": (
         "Segment's OAuth client for its hosted token server (oauth2.segment.io): journy.io "
@@ -33,7 +34,8 @@ SKIPPED_FILES: Dict[str, str] = {
     "test_utils.py": (
         "Segment's private helpers (segment.analytics.utils: clean, guess_timezone, "
         "remove_trailing_slash); the shim encodes with journy-analytics' encoder "
-        "(tests/test_hostile_input.py, docs/encoding.md) and keeps segment's timezone guess "
+        "(tests/message/test_hostile_input.py, docs/encoding.md) and keeps segment's timezone "
+        "guess "
         "(tests/segment_compat/test_shim.py::test_naive_now_is_local_time)"
     ),
 }

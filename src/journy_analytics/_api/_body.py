@@ -13,8 +13,8 @@ import re
 import uuid
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-from journy_analytics._errors import ValidationError
-from journy_analytics._messages import format_timestamp
+from journy_analytics._exceptions import ValidationError
+from journy_analytics._message import format_timestamp
 
 __all__ = [
     "MAX_USERS_PER_CALL",

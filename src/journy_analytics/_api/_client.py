@@ -38,7 +38,6 @@ from typing import (
     Tuple,
     Type,
     TypeVar,
-    Union,
 )
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -47,16 +46,20 @@ import orjson
 from journy_analytics._api import _body as b
 from journy_analytics._api._errors import JournyAPIError, KeyInfo
 from journy_analytics._api._pacing import Pacer
-from journy_analytics._errors import ValidationError
-from journy_analytics._logs import RateLimitedLog
-from journy_analytics._network import (
+from journy_analytics._core import (
     PROXY_FROM_ENV,
-    NameResolutionError,
+    USER_AGENT,
     NetworkSettings,
-    _FromEnvironment,
+    Outcome,
+    ProxySetting,
+    Response,
+    RetryPolicy,
+    StdlibHttpClient,
+    explain_failure,
+    parse_retry_after,
 )
-from journy_analytics._retry import Outcome, RetryPolicy, parse_retry_after
-from journy_analytics._transport import USER_AGENT, Response, StdlibHttpClient, explain_failure
+from journy_analytics._exceptions import NameResolutionError, ValidationError
+from journy_analytics._logging import RateLimitedLog, logger
 
 __all__ = ["DEFAULT_API_HOST", "AsyncJournyAPI", "JournyAPI"]
 
@@ -98,7 +101,7 @@ class JournyAPI:
         retry_policy: Optional[RetryPolicy] = None,
         http_client: Optional[Any] = None,
         rate_window: float = 60.0,
-        proxy: Union[str, _FromEnvironment, None] = PROXY_FROM_ENV,
+        proxy: ProxySetting = PROXY_FROM_ENV,
         ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         _no_positional("JournyAPI", positional)
@@ -572,7 +575,7 @@ def _warn_plain_http(scheme: str, host: Optional[str]) -> None:
         loopback = False
     if not loopback:
         _warned_hosts.add(host)
-        logging.getLogger("journy_analytics").warning(
+        logger.warning(
             "JournyAPI host %s uses plain http:// off this machine; the API key and your "
             "users' data travel unencrypted. Use https://.",
             host,
@@ -639,7 +642,7 @@ class AsyncJournyAPI:
         http_client: Optional[Any] = None,
         rate_window: float = 60.0,
         max_concurrent_requests: int = 8,
-        proxy: Union[str, _FromEnvironment, None] = PROXY_FROM_ENV,
+        proxy: ProxySetting = PROXY_FROM_ENV,
         ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         _no_positional("AsyncJournyAPI", positional)

@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 
 from journy_analytics._api._client import DEFAULT_API_HOST, JournyAPI
 from journy_analytics._api._errors import JournyAPIError
-from journy_analytics._errors import ValidationError
+from journy_analytics._exceptions import ValidationError
 
 __all__ = ["add_api_commands", "run_api_command"]
 

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from journy_analytics._cli._args import (
+from journy_analytics._argtypes import (
     fraction,
     non_negative_float,
     non_negative_int,
@@ -193,8 +193,7 @@ def run_collector_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, faults: Any) -> int:
-    from journy_analytics.collector._server import CollectorState, Server
-    from journy_analytics.collector._store import Store
+    from journy_analytics.collector import CollectorState, Server, Store
 
     db = args.db if args.db == ":memory:" else os.path.abspath(args.db)
     try:

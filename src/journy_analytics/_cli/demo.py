@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
-from journy_analytics._cli._args import non_negative_int
+from journy_analytics._argtypes import non_negative_int
 from journy_analytics._cli._extra import collector_extra_missing
 from journy_analytics._cli.printers import print_account, print_events, print_user
 

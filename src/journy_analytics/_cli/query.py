@@ -15,13 +15,14 @@ import urllib.parse
 import urllib.request
 from typing import Any, Callable, Optional, TextIO
 
-from journy_analytics._cli._args import non_negative_int
+from journy_analytics._argtypes import non_negative_int
 from journy_analytics._cli.printers import (
     print_account,
     print_events,
     print_stats,
     print_user,
 )
+from journy_analytics._types import EVENT_TYPES
 
 __all__ = ["add_query_commands", "run_query_command"]
 
@@ -29,9 +30,6 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 _DEFAULT_EVENTS_LIMIT = 100
 _URL_ENV = "JOURNY_COLLECTOR_URL"
 _KEY_ENV = "JOURNY_WRITE_KEY"
-# As the collector records them (a page with a name is a screen). Not imported from the
-# collector package: that would import aiohttp, which the query commands do not need.
-_EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 
 
 def add_query_commands(sub: Any) -> None:
@@ -56,9 +54,9 @@ def add_query_commands(sub: Any) -> None:
     )
     ev.add_argument(
         "--type",
-        choices=_EVENT_TYPES,
+        choices=EVENT_TYPES,
         metavar="TYPE",
-        help=f"only events of this type: {', '.join(_EVENT_TYPES)}",
+        help=f"only events of this type: {', '.join(EVENT_TYPES)}",
     )
     ev.add_argument("--user-id", help="only events with this userId")
     ev.add_argument("--anonymous-id", help="only events with this anonymousId")

@@ -16,6 +16,8 @@ import sys
 import urllib.parse
 from typing import Any, Dict, List, Tuple
 
+from journy_analytics._argtypes import positive_float as _positive_float
+from journy_analytics._argtypes import positive_int as _positive_int
 from journy_analytics._import._checkpoint import Checkpoint
 from journy_analytics._import._engine import (
     ImportInterrupted,
@@ -47,26 +49,6 @@ EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_DAMAGED = 4
 EXIT_INTERRUPTED = 130
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def _jobs(text: str) -> Any:

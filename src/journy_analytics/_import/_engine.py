@@ -3,8 +3,9 @@
 One thread (the caller's) reads rows, turns each into an event with a content-derived
 message id, builds and encodes it with the event methods' own builder and encoder, and
 hands the bytes to an ``Analytics`` client (``_enqueue_encoded``) with a per-row
-``RowAck``. The client settles rows on its sender threads: a delivered batch of them in
-one ``rows_delivered`` call, anything else row by row (``row_result``): refused for good,
+``BatchAck`` (the delivery core's batch-settled hook). The client settles rows on its
+sender threads: a delivered batch of them in one ``batch_delivered`` call, anything else
+row by row (``event_settled``): refused for good,
 or handed back to be sent again (``queue_full``). Inside a ``journy_analytics.scope()``,
 or with a client that has no such hook, rows go through the event methods instead.
 Three rules make it a backfill rather than a loop:
@@ -30,13 +31,12 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Prot
 
 import orjson
 
-from journy_analytics import _messages as m
-from journy_analytics._encoding import encode_event
-from journy_analytics._errors import ValidationError
+from journy_analytics import _message as m
+from journy_analytics._core import BatchAck
+from journy_analytics._exceptions import ValidationError
 from journy_analytics._import._checkpoint import Checkpoint
 from journy_analytics._import._rows import SKIPPED, Refusal, RowMapper
-from journy_analytics._outcomes import RowAck
-from journy_analytics._scope import active_scope
+from journy_analytics._message import active_scope, encode_event
 
 __all__ = [
     "SKIPPED",
@@ -382,8 +382,8 @@ class Importer:
                 report.examples.append(reject)
             self._settle_locked(index)
 
-    def rows_delivered(self, rows: List[Tuple[int, Optional[str], Optional[int]]]) -> None:
-        """A delivered batch of rows, in one call (``RowAck``: on a sender thread)."""
+    def batch_delivered(self, rows: List[Tuple[int, Optional[str], Optional[int]]]) -> None:
+        """A delivered batch of rows, in one call (``BatchAck``: on a sender thread)."""
         with self._lock:
             self.report.delivered += len(rows)
             self._done += len(rows)
@@ -393,7 +393,7 @@ class Importer:
             if self._handed - self._done < self.window:
                 self._changed.notify()
 
-    def row_result(
+    def event_settled(
         self,
         row: Tuple[int, Optional[str], Optional[int]],
         error: Optional[BaseException],
@@ -402,7 +402,7 @@ class Importer:
         """One row's delivery callback (on a sender thread, or the caller's for queue_full)."""
         index, file, line = row
         if error is None:
-            self.rows_delivered([row])
+            self.batch_delivered([row])
             return
         cause = getattr(error, "cause", "")
         status = getattr(error, "status", None)
@@ -507,12 +507,12 @@ class Importer:
                             time.sleep(ahead / rate)
                     self._handed += 1
                     if enqueue_encoded is not None:
-                        enqueue_encoded(message, data, RowAck(self, (i, name, line)))
+                        enqueue_encoded(message, data, BatchAck(self, (i, name, line)))
                         report.valid += 1
                         continue
                     assert methods is not None
                     try:
-                        methods[kind](callback=RowAck(self, (i, name, line)), **kwargs)
+                        methods[kind](callback=BatchAck(self, (i, name, line)), **kwargs)
                     except ValidationError as exc:
                         self._handed -= 1
                         self._refuse(i, name, line, "invalid", str(exc), row)
@@ -546,7 +546,7 @@ class Importer:
             pending, self._requeue = self._requeue, []
         for i, name, line, message in pending:
             kind, kwargs = self._replay.call(message)
-            getattr(self.analytics, kind)(callback=RowAck(self, (i, name, line)), **kwargs)
+            getattr(self.analytics, kind)(callback=BatchAck(self, (i, name, line)), **kwargs)
         with self._lock:
             return len(self._requeue) < len(pending)
 

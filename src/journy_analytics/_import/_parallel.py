@@ -53,7 +53,7 @@ from journy_analytics._import._engine import (
 )
 from journy_analytics._import._readers import Source, decode_line
 from journy_analytics._import._rows import SKIPPED, RowMapper
-from journy_analytics._threads import signal_free
+from journy_analytics._lifecycle import signal_free
 
 __all__ = ["Assignments", "ParallelImport", "default_jobs"]
 

@@ -24,9 +24,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import orjson
 
-from journy_analytics import _messages as m
-from journy_analytics._encoding import _FAST_OPTIONS, _default, to_jsonable
-from journy_analytics._errors import ValidationError
+from journy_analytics import _message as m
+from journy_analytics._exceptions import ValidationError
+from journy_analytics._message import ENCODE_OPTIONS, encode_leaf, to_jsonable
+from journy_analytics._types import EVENT_TYPES
 
 __all__ = [
     "COLUMN_TYPES",
@@ -43,7 +44,7 @@ __all__ = [
 
 # A reader yields this for a row a checkpoint says is done: counted, never decoded.
 SKIPPED: Any = object()
-TYPES = ("identify", "group", "track", "page", "screen", "alias")
+TYPES = EVENT_TYPES
 
 # Top-level wire fields a row may carry, and the builder keyword each one feeds.
 _WIRE = {
@@ -98,7 +99,7 @@ _ALLOWED = {
     kind: frozenset(_KEYWORD_TO_WIRE[k] for k in (*own, *_COMMON, "message_id"))
     for kind, (own, _) in _KEYWORDS.items()
 }
-_CANONICAL = _FAST_OPTIONS | orjson.OPT_SORT_KEYS
+_CANONICAL = ENCODE_OPTIONS | orjson.OPT_SORT_KEYS
 # uuid.NAMESPACE_URL-style namespace of our own: ids are uuid5(namespace, canonical event).
 _NAMESPACE = bytes.fromhex("6a6f75726e792d696d706f72742d7631")  # b"journy-import-v1"
 _NAMESPACE_SHA1 = hashlib.sha1(_NAMESPACE)
@@ -303,7 +304,7 @@ class Occurrences:
 
 def _canonical(fields: Dict[str, Any]) -> bytes:
     try:
-        return orjson.dumps(fields, default=_default, option=_CANONICAL)
+        return orjson.dumps(fields, default=encode_leaf, option=_CANONICAL)
     except Exception:
         # What orjson refuses (a huge int, a non-str key): the walk converts it or raises
         # ValidationError naming the key path.

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, Optional
 
 import orjson
 
-from journy_analytics._encoding import MAX_EVENT_BYTES
+from journy_analytics._message import MAX_EVENT_BYTES
 from journy_analytics._types import EVENT_TYPES
 from journy_analytics.collector._rules import RuleWarning, event_warnings, future_horizon
 

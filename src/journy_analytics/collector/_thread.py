@@ -11,7 +11,7 @@ from typing import Any, Iterable, Optional
 
 import orjson
 
-from journy_analytics._threads import signal_free
+from journy_analytics._lifecycle import signal_free
 from journy_analytics.collector._faults import Faults
 from journy_analytics.collector._ingest import MAX_BODY_BYTES
 from journy_analytics.collector._rest import RestSettings

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import threading
-import time
 import uuid
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from journy_analytics import _default
+from journy_analytics._logging import RateLimitedLog
 from journy_analytics.client import Analytics
 
 __all__ = [
@@ -25,7 +24,6 @@ __all__ = [
     "visitor_defaults",
 ]
 
-logger = logging.getLogger("journy_analytics")
 
 _settings_lock = threading.Lock()
 _from_settings: Dict[Tuple[Tuple[str, Any], ...], Analytics] = {}
@@ -117,26 +115,6 @@ def _hashable(value: Any) -> Any:
     except TypeError:
         return repr(value)
     return value
-
-
-class RateLimitedLog:
-    """Log a problem the first time, then at most once per ``interval`` with a count."""
-
-    def __init__(self, interval: float = 60.0) -> None:
-        self._interval = interval
-        self._count = 0
-        self._logged_at = -interval
-        self._lock = threading.Lock()
-
-    def warning(self, message: str, *args: Any) -> None:
-        with self._lock:
-            self._count += 1
-            now = time.monotonic()
-            if now - self._logged_at < self._interval:
-                return
-            self._logged_at = now
-            count = self._count
-        logger.warning(message + " (%d time(s) so far)", *args, count)
 
 
 def identify_result(

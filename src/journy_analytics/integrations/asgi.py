@@ -28,11 +28,11 @@ running other work meanwhile. Servers that do not run the lifespan protocol (uvi
 from __future__ import annotations
 
 import inspect
-import logging
 from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional
 
 from journy_analytics import _default
-from journy_analytics._scope import activate, deactivate
+from journy_analytics._logging import logger
+from journy_analytics._message import activate, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import (
     cookie_in_header,
@@ -43,7 +43,6 @@ from journy_analytics.integrations._common import (
 
 __all__ = ["JournyMiddleware"]
 
-logger = logging.getLogger("journy_analytics")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

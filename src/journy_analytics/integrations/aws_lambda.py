@@ -35,7 +35,7 @@ __all__ = ["flush_after"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_RESERVE_S = 0.25
-_late = RateLimitedLog()
+_late = RateLimitedLog(every=60.0)
 
 
 @overload

@@ -28,7 +28,7 @@ import contextvars
 import threading
 from typing import Any, Dict, Optional
 
-from journy_analytics._scope import Scope, activate_scope, active_scope, deactivate
+from journy_analytics._message import Scope, activate_scope, active_scope, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import RateLimitedLog, flush, missing_framework
 
@@ -44,8 +44,8 @@ HEADER = "journy_scope"
 _lock = threading.Lock()
 _tokens: Dict[str, contextvars.Token[Optional[Scope]]] = {}
 _flush_targets: Dict[int, tuple[Optional[Analytics], float]] = {}
-_bad_header = RateLimitedLog()
-_late = RateLimitedLog()
+_bad_header = RateLimitedLog(every=60.0)
+_late = RateLimitedLog(every=60.0)
 
 
 def instrument(

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional
 
-from journy_analytics._scope import activate, deactivate
+from journy_analytics._message import activate, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import (
     JOURNY_COOKIE,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any, Callable, Dict, Optional
 
-from journy_analytics._scope import activate, deactivate
+from journy_analytics._message import activate, deactivate
 from journy_analytics.client import Analytics
 from journy_analytics.integrations._common import (
     JOURNY_COOKIE,
@@ -50,7 +50,7 @@ except ModuleNotFoundError as exc:
 __all__ = ["JournyAnalytics"]
 
 _G_TOKEN = "_journy_analytics_scope_token"
-_unbalanced = RateLimitedLog()
+_unbalanced = RateLimitedLog(every=60.0)
 
 
 def _flask_login_scope(request: Any) -> Dict[str, Any]:

@@ -18,16 +18,15 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from journy_analytics import _messages as m
-from journy_analytics._errors import DeliveryError, ValidationError
-from journy_analytics._network import PROXY_FROM_ENV
-from journy_analytics._retry import RetryPolicy
-from journy_analytics.client import Analytics
+from journy_analytics import _message as m
+from journy_analytics._core import PROXY_FROM_ENV, RetryPolicy
+from journy_analytics._exceptions import DeliveryError, ValidationError
+from journy_analytics._logging import logger
+from journy_analytics.client import DEFAULT_HOST, Analytics
 from journy_analytics.segment._proxy import proxy_for
 
 __all__ = ["DEFAULT_HOST", "Client", "SegmentValidationError"]
 
-DEFAULT_HOST = "https://analyze.journy.io"
 # journy.io serves Segment's batch API under /backend: segment's ``host + "/v1/batch"``
 # becomes /backend/v1/batch there. Any other host (your proxy, the local collector) gets
 # segment's shape unchanged.
@@ -179,7 +178,7 @@ class Client:
         oauth_auth_server = _SEGMENT_OAUTH_SERVER
         oauth_scope = _SEGMENT_OAUTH_SCOPE
 
-    log = logging.getLogger("journy_analytics")
+    log = logger
 
     def __init__(
         self,

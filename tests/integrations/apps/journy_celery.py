@@ -50,7 +50,7 @@ def export(mid):
 
 @app.task
 def scope_seen():
-    from journy_analytics._scope import active_scope
+    from journy_analytics._message._scope import active_scope
 
     current = active_scope()
     return None if current is None else current.to_dict()

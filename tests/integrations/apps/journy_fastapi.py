@@ -10,7 +10,7 @@ from starlette.authentication import AuthCredentials, AuthenticationBackend, Sim
 from starlette.middleware.authentication import AuthenticationMiddleware
 
 from journy_analytics import Analytics
-from journy_analytics._scope import active_scope
+from journy_analytics._message._scope import active_scope
 from journy_analytics.integrations.asgi import JournyMiddleware
 
 analytics = Analytics(

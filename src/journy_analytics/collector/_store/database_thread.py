@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Optional, TypeVar
 
-from journy_analytics._threads import signal_free
+from journy_analytics._lifecycle import signal_free
 from journy_analytics.collector._store.schema import open_database
 from journy_analytics.collector._store.writer import Writer
 

@@ -1,0 +1,142 @@
+"""The folder listing is the architecture: a package's private modules and private names are
+its own. Code outside a package imports only what the package's ``__init__`` exports.
+
+Read from the source with ``ast`` (no import), so a lazy import inside a function counts
+as much as one at the top of a module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import journy_analytics
+
+ROOT = Path(journy_analytics.__file__).parent
+PACKAGE = "journy_analytics"
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_package(dotted: str, root: Path) -> bool:
+    return (root.parent / dotted.replace(".", "/") / "__init__.py").is_file()
+
+
+def _imports(tree: ast.AST, importer: str, is_init: bool) -> Iterator[Tuple[int, str, str]]:
+    """(line, module, name) for every import of ours; ``name`` is "" for ``import x.y``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith(PACKAGE):
+                    yield node.lineno, alias.name, ""
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = importer.split(".")
+                if not is_init:
+                    base = base[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([module] if module else []))
+            if module.startswith(PACKAGE):
+                for alias in node.names:
+                    yield node.lineno, module, alias.name
+
+
+def _owner(target: str, root: Path) -> str:
+    """The package that ``target`` (a module, or a module + "." + name) is private to: the
+    innermost package above its last private component; "" when nothing in it is private."""
+    parts = target.split(".")
+    private = [i for i, part in enumerate(parts) if part.startswith("_") and i > 0]
+    if not private:
+        return ""
+    owner = parts[: private[-1]]
+    while not _is_package(".".join(owner), root):
+        owner.pop()
+    return ".".join(owner)
+
+
+def crossings(root: Path = ROOT) -> List[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        importer = _module_name(path, root)
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for line, module, name in _imports(tree, importer, path.name == "__init__.py"):
+            target = module
+            if name and (_is_package(module, root) or not name.startswith("_")):
+                # from package import name (a front name or a submodule); from module
+                # import public_name: only the module's own path can be private.
+                target = f"{module}.{name}" if _is_package(module, root) else module
+            elif name:
+                target = f"{module}.{name}"
+            owner = _owner(target, root)
+            if owner and owner != PACKAGE and not (importer + ".").startswith(owner + "."):
+                where = path.relative_to(root.parent)
+                found.append(f"{where}:{line}: imports {target} (private to {owner})")
+    return found
+
+
+def test_no_private_name_crosses_a_package_boundary() -> None:
+    assert crossings() == []
+
+
+def test_the_check_sees_a_crossing(tmp_path: Path) -> None:
+    package = tmp_path / PACKAGE
+    (package / "_core").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "_core" / "__init__.py").write_text("from ._worker import Worker\n")
+    (package / "_core" / "_worker.py").write_text("class Worker: ...\n_SECRET = 1\n")
+    (package / "_core" / "_queue.py").write_text(
+        "from journy_analytics._core._worker import _SECRET\n"
+    )
+    (package / "client.py").write_text(
+        "from journy_analytics._core import Worker\n"
+        "from journy_analytics._core._worker import Worker as W\n"
+        "from journy_analytics._core import _worker\n"
+        "def f():\n    from journy_analytics._core._worker import _SECRET\n"
+    )
+    found = crossings(package)
+    assert [entry.split(": ", 1)[0] for entry in found] == [
+        f"{PACKAGE}/client.py:2",
+        f"{PACKAGE}/client.py:3",
+        f"{PACKAGE}/client.py:5",
+    ]
+
+
+# Exceptions that never reach a user of the package: caught inside it (SpoolError, the
+# import's Refusal), or the Segment drop-in's own name for ValidationError.
+_INTERNAL_EXCEPTIONS = {"SpoolError", "Refusal", "SegmentValidationError"}
+
+
+def _exception_classes(root: Path = ROOT) -> List[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                bases = [ast.unparse(base) for base in node.bases]
+                if any(b.endswith(("Error", "Exception")) for b in bases):
+                    found.append(f"{path.relative_to(root).as_posix()}:{node.name}")
+    return found
+
+
+def test_every_public_exception_lives_in_one_module_and_is_exported() -> None:
+    from journy_analytics import _exceptions
+
+    elsewhere = [
+        entry
+        for entry in _exception_classes()
+        if not entry.startswith("_exceptions.py:")
+        and entry.split(":")[1] not in _INTERNAL_EXCEPTIONS
+        and not entry.startswith("collector/")  # the collector is a server: its own
+    ]
+    assert elsewhere == []
+    for name in _exceptions.__all__:
+        assert getattr(journy_analytics, name) is getattr(_exceptions, name)
+        assert name in journy_analytics.__all__
+        assert name in (ROOT.parent.parent / "README.md").read_text(encoding="utf-8")
