@@ -6,12 +6,12 @@ import csv
 import datetime as dt
 import gc
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-import random
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import orjson

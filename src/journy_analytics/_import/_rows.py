@@ -22,7 +22,7 @@ import hashlib
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import orjson
 
@@ -367,12 +367,13 @@ class Occurrences:
         self._older = merged
         self._fences = merged[::_STRIDE].tolist()
         self._merge_at = max(self._recent_limit, len(merged) >> 4)
+        marked: Iterable[int] = fresh
         if len(merged) * 8 > self._mask + 1:  # rebuilt at 16 bits a hash
             self._bits = bytearray(1 << max(0, (len(merged) * 16 - 1).bit_length() - 3))
             self._mask = len(self._bits) * 8 - 1
-            fresh = merged
+            marked = merged
         bits, mask = self._bits, self._mask
-        for h in fresh:
+        for h in marked:
             i = h & mask
             bits[i >> 3] |= 1 << (i & 7)
 
