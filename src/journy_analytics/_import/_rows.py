@@ -275,12 +275,13 @@ class Occurrences:
     ``key`` is the row as read (a JSONL line's bytes, a CSV record's cells). Only a 64-bit
     hash of each distinct row is kept, and compactly: the hashes of recent rows in a small
     set, the others in a sorted array of 8-byte integers that the recent ones are merged
-    into once they number a sixteenth of it; a bitmap of the array's hashes (8 to 16 bits
-    each) spares most new rows the search of the array. About 14 bytes per distinct row,
-    22 while a merge runs (a set of them all takes 70). Two different rows whose hashes
-    collide (odds about 1 in 400,000 for 10 million rows) still get different ids (the id
-    is of the content), one with a wrong ``nth``, which may differ in another run (the hash
-    is seeded per process): at worst that one row is sent again by a re-import.
+    into once they number a sixteenth of it; a bitmap of the array's hashes (8 to 32 bits
+    each) spares most new rows the search of the array. About 10 to 15 bytes per distinct
+    row, up to 25 while a merge runs (a set of them all takes 70). Two different rows
+    whose hashes collide (odds about 1 in 400,000 for 10 million rows) still get different
+    ids (the id is of the content), one with a wrong ``nth``, which may differ in another
+    run (the hash is seeded per process): at worst that one row is sent again by a
+    re-import.
 
     ``recent_limit`` is the least number of recent hashes that triggers a merge (tests
     make it tiny to merge often)."""
@@ -355,7 +356,7 @@ class Occurrences:
             start = end = 0  # the next run of older, and where it goes in merged
             for h in fresh:
                 # the hashes are uniform: the next one is a few places on, rarely more
-                hi = min(start + 4 * _STRIDE, size)
+                hi = start + 4 * _STRIDE if start + 4 * _STRIDE < size else size
                 stop = bisect_left(older, h, start, hi)
                 if stop == hi:
                     stop = bisect_left(older, h, hi)
@@ -368,8 +369,8 @@ class Occurrences:
         self._fences = merged[::_STRIDE].tolist()
         self._merge_at = max(self._recent_limit, len(merged) >> 4)
         marked: Iterable[int] = fresh
-        if len(merged) * 8 > self._mask + 1:  # rebuilt at 16 bits a hash
-            self._bits = bytearray(1 << max(0, (len(merged) * 16 - 1).bit_length() - 3))
+        if len(merged) * 8 > self._mask + 1:  # 8 to 32 bits a hash: rebuilt rarely
+            self._bits = bytearray(1 << max(0, (len(merged) * 32 - 1).bit_length() - 3))
             self._mask = len(self._bits) * 8 - 1
             marked = merged
         bits, mask = self._bits, self._mask
