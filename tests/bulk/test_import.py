@@ -6,12 +6,13 @@ import csv
 import datetime as dt
 import gc
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import orjson
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from journy_analytics import Analytics, bulk
+from journy_analytics._import._rows import Occurrences
 from journy_analytics.cli import main as journy
 from journy_analytics.collector import CollectorThread
 
@@ -423,3 +425,62 @@ def test_progress_bar_and_plain_lines_show_rate_and_eta(
     plain(Running())
     line = out.getvalue()
     assert "25 of ~100 rows" in line and "rows/s" in line and "ETA 0:00:0" in line
+
+
+class _CountingReference:
+    """What :class:`Occurrences` answers, done the obvious way: a count per hash of a key
+    (a hash, not the key, as the readers keep only that)."""
+
+    def __init__(self) -> None:
+        self.counts: Dict[int, int] = {}
+
+    def __call__(self, key: Any) -> int:
+        h = hash(key)
+        n = self.counts.get(h, -1) + 1
+        self.counts[h] = n
+        return n
+
+    def block(self, keys: Sequence[Any]) -> Optional[Dict[int, int]]:
+        repeats = {i: n for i, n in enumerate(map(self, keys)) if n}
+        return repeats or None
+
+
+def _same_answers(steps: List[Tuple[bool, List[Any]]], recent_limit: int) -> None:
+    occurrences, reference = Occurrences(recent_limit), _CountingReference()
+    for one_by_one, keys in steps:
+        if one_by_one:
+            assert [occurrences(k) for k in keys] == [reference(k) for k in keys], keys
+        else:
+            assert occurrences.block(keys) == reference.block(keys), keys
+
+
+# Small ints repeat often (and -1 and -2 have the same hash), big ints are spread over the
+# whole hash range, bytes hash at random: repeats land in the recent set, in the sorted
+# array, before and after many merges (a tiny ``recent_limit`` merges every few rows).
+_KEYS = st.one_of(
+    st.integers(-3, 40),
+    st.integers(-(2**63), 2**63),
+    st.binary(max_size=2),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.lists(_KEYS, max_size=12)), max_size=60),
+    st.integers(1, 6),
+)
+def test_occurrences_counts_identical_rows_as_a_plain_counter_does(
+    steps: List[Tuple[bool, List[Any]]], recent_limit: int
+) -> None:
+    _same_answers(steps, recent_limit)
+
+
+def test_occurrences_stays_exact_over_many_merges_and_bitmap_rebuilds() -> None:
+    rng = random.Random(7)
+    keys: List[Any] = [rng.getrandbits(64) for _ in range(30_000)]
+    keys += [rng.choice(keys) for _ in range(10_000)]  # repeats of rows long merged
+    keys += list(range(5_000))  # clustered hashes: long runs between merged hashes
+    keys += [b"row %d" % rng.randrange(40_000) for _ in range(20_000)]
+    rng.shuffle(keys)
+    steps = [(rng.random() < 0.5, keys[i : i + 500]) for i in range(0, len(keys), 500)]
+    _same_answers(steps, recent_limit=3)

@@ -20,7 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from array import array
+from bisect import bisect_left, bisect_right
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import orjson
 
@@ -262,26 +264,59 @@ def content_message_id(canonical: bytes) -> str:
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
+_STRIDE = 32  # one fence per 32 hashes of the sorted array: about 1.3 bytes per row
+
+
 class Occurrences:
     """How many rows of one input came before a row with the same content: its ``nth``.
 
     The readers count in input order, in the one process that reads, skipped rows too (a
     resumed run numbers the rows as the first run did), whatever the number of workers.
     ``key`` is the row as read (a JSONL line's bytes, a CSV record's cells). Only a 64-bit
-    hash of each distinct row is kept: about 70 bytes of memory per distinct row. Two
-    different rows whose hashes collide (odds about 1 in 400,000 for 10 million rows)
-    still get different ids (the id is of the content), one with a wrong ``nth``, which
-    may differ in another run (the hash is seeded per process): at worst that one row is
-    sent again by a re-import."""
+    hash of each distinct row is kept, and compactly: the hashes of recent rows in a small
+    set, the others in a sorted array of 8-byte integers that the recent ones are merged
+    into once they number a sixteenth of it; a bitmap of the array's hashes (8 to 32 bits
+    each) spares most new rows the search of the array. About 10 to 15 bytes per distinct
+    row, up to 25 while a merge runs (a set of them all takes 70). Two different rows
+    whose hashes collide (odds about 1 in 400,000 for 10 million rows) still get different
+    ids (the id is of the content), one with a wrong ``nth``, which may differ in another
+    run (the hash is seeded per process): at worst that one row is sent again by a
+    re-import.
 
-    def __init__(self) -> None:
-        self._seen: set[int] = set()
+    ``recent_limit`` is the least number of recent hashes that triggers a merge (tests
+    make it tiny to merge often)."""
+
+    def __init__(self, recent_limit: int = 1 << 14) -> None:
+        self._recent_limit = max(1, recent_limit)
+        self._merge_at = self._recent_limit
+        self._recent: set[int] = set()
+        self._older = array("q")  # sorted, disjoint from _recent
+        self._fences: List[int] = []  # every _STRIDE-th hash of _older
+        self._bits = bytearray(1)  # bit h & _mask set for each h of _older
+        self._mask = 7
         self._again: Dict[int, int] = {}
+
+    def _in_older(self, h: int) -> bool:
+        """A bisect of the fences (a list: cheap compares), then of one stride of the array
+        (each probe of an array makes an int)."""
+        j = bisect_right(self._fences, h)
+        if not j:
+            return False
+        older = self._older
+        lo = (j - 1) * _STRIDE
+        hi = min(lo + _STRIDE, len(older))
+        i = bisect_left(older, h, lo, hi)
+        return i < hi and older[i] == h
 
     def __call__(self, key: Any) -> int:
         h = hash(key)
-        if h not in self._seen:
-            self._seen.add(h)
+        i = h & self._mask
+        if h not in self._recent and (
+            not self._bits[i >> 3] >> (i & 7) & 1 or not self._in_older(h)
+        ):
+            self._recent.add(h)
+            if len(self._recent) >= self._merge_at:
+                self._merge()
             return 0
         n = self._again.get(h, 0) + 1
         self._again[h] = n
@@ -290,16 +325,58 @@ class Occurrences:
     def block(self, keys: Sequence[Any]) -> Optional[Dict[int, int]]:
         """``{index: nth}`` for the keys of ``keys`` seen before (None: none was)."""
         hashes = list(map(hash, keys))
-        seen = self._seen
-        if seen.isdisjoint(hashes) and len(set(hashes)) == len(hashes):
-            seen.update(hashes)  # the common case: every row of the block is new
-            return None
+        recent = self._recent
+        if recent.isdisjoint(hashes) and len(set(hashes)) == len(hashes):
+            bits, mask, in_older = self._bits, self._mask, self._in_older
+            for h in hashes:
+                i = h & mask
+                if bits[i >> 3] >> (i & 7) & 1 and in_older(h):
+                    break
+            else:  # the common case: every row of the block is new
+                recent.update(hashes)
+                if len(recent) >= self._merge_at:
+                    self._merge()
+                return None
         repeats = {}
         for i, key in enumerate(keys):
             n = self(key)
             if n:
                 repeats[i] = n
         return repeats or None
+
+    def _merge(self) -> None:
+        """The recent hashes into the sorted array, streamed: the old array is copied a
+        run at a time into one of the final size, with no list of all the hashes."""
+        fresh = sorted(self._recent)
+        self._recent = set()
+        older = self._older
+        size = len(older)
+        merged = array("q", [0]) * (size + len(fresh))
+        with memoryview(older) as source, memoryview(merged) as target:
+            start = end = 0  # the next run of older, and where it goes in merged
+            for h in fresh:
+                # the hashes are uniform: the next one is a few places on, rarely more
+                hi = start + 4 * _STRIDE if start + 4 * _STRIDE < size else size
+                stop = bisect_left(older, h, start, hi)
+                if stop == hi:
+                    stop = bisect_left(older, h, hi)
+                end_of_run = end + stop - start
+                target[end:end_of_run] = source[start:stop]
+                merged[end_of_run] = h
+                start, end = stop, end_of_run + 1
+            target[end:] = source[start:]
+        self._older = merged
+        self._fences = merged[::_STRIDE].tolist()
+        self._merge_at = max(self._recent_limit, len(merged) >> 4)
+        marked: Iterable[int] = fresh
+        if len(merged) * 8 > self._mask + 1:  # 8 to 32 bits a hash: rebuilt rarely
+            self._bits = bytearray(1 << max(0, (len(merged) * 32 - 1).bit_length() - 3))
+            self._mask = len(self._bits) * 8 - 1
+            marked = merged
+        bits, mask = self._bits, self._mask
+        for h in marked:
+            i = h & mask
+            bits[i >> 3] |= 1 << (i & 7)
 
 
 def _canonical(fields: Dict[str, Any]) -> bytes:
