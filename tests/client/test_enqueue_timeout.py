@@ -90,13 +90,15 @@ def test_close_and_flush_wakes_a_waiting_caller() -> None:
         host=f"http://127.0.0.1:{_closed_port()}",
         max_queue_size=5,
         max_events_in_batch=5,
-        flush_interval=0.01,
+        # One batch of all five, cut when full: a short interval could cut the first event
+        # alone when the machine is loaded between two calls.
+        flush_interval=60.0,
         enqueue_timeout=60.0,
     )
     _loop(client, 5)
     deadline = time.monotonic() + 10
     parked = 0
-    while not parked and time.monotonic() < deadline:
+    while parked < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
         parked = client.stats()["waiting_to_retry"]
     assert parked == 5  # the first attempt failed: the batch waits to retry, the client is full
