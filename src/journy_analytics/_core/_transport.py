@@ -357,7 +357,11 @@ class StdlibHttpClient:
             return refused.response
         except BaseException as exc:
             conn.close()
-            if watched.expired and not isinstance(exc, _network.NameResolutionError):
+            # The socket's own timeout is the same deadline (it is set to what is left of
+            # it), and may fire a moment before the watchdog: one error for both, on every
+            # Python (socket.timeout is not TimeoutError before 3.10).
+            expired = watched.expired or isinstance(exc, socket.timeout)
+            if expired and not isinstance(exc, _network.NameResolutionError):
                 raise RequestTimeoutError(
                     f"no complete answer within http_request_timeout={timeout:g}s"
                 ) from exc
