@@ -8,7 +8,6 @@ bytes to the worker. It never blocks on the network and never raises for deliver
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 import os
 import ssl
@@ -44,6 +43,12 @@ from journy_analytics._lifecycle import shutdown as _shutdown
 from journy_analytics._logging import RateLimit, logger
 from journy_analytics._message import PluginChain, encode_event
 from journy_analytics._message import active_scope as _active_scope
+from journy_analytics._settings import (
+    check_transport_settings,
+    positive_int,
+    positive_number,
+    warn_plain_http,
+)
 from journy_analytics._types import FLUSH_TIMEOUT, Callback, _Default
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "Analytics"]
@@ -127,15 +132,15 @@ class Analytics:
         flush_interval = env.get("flush_interval", 10.0)
         disable, gzip = env.get("disable", False), env.get("gzip", False)
         url = _endpoint(host, path)
-        _positive_int("max_retries", max_retries, allow_zero=True)
-        _positive_int("max_events_in_batch", max_events_in_batch)
-        _positive_int("max_queue_size", max_queue_size)
-        _positive_int("max_concurrent_requests", max_concurrent_requests)
-        _positive_number("flush_interval", flush_interval, allow_zero=True)
-        _positive_number("http_request_timeout", http_request_timeout)
-        _positive_number("exit_flush_timeout", exit_flush_timeout, allow_zero=True)
+        positive_int("max_retries", max_retries, allow_zero=True)
+        positive_int("max_events_in_batch", max_events_in_batch)
+        positive_int("max_queue_size", max_queue_size)
+        positive_int("max_concurrent_requests", max_concurrent_requests)
+        positive_number("flush_interval", flush_interval, allow_zero=True)
+        positive_number("http_request_timeout", http_request_timeout)
+        positive_number("exit_flush_timeout", exit_flush_timeout, allow_zero=True)
         if flush_timeout is not None:
-            _positive_number("flush_timeout", flush_timeout, allow_zero=True)
+            positive_number("flush_timeout", flush_timeout, allow_zero=True)
         if http_client is not None and not callable(getattr(http_client, "send", None)):
             raise ValueError(
                 "http_client must have a send(url, body, headers, timeout) method "
@@ -145,21 +150,17 @@ class Analytics:
             raise ValueError(
                 "spool must be a file path (str or os.PathLike), e.g. 'journy-spool.db'"
             )
-        _positive_number("spool_commit_interval", spool_commit_interval)
+        positive_number("spool_commit_interval", spool_commit_interval)
         # Back-pressure for backfills: an event method waits this long for room in a full
         # queue before the event is dropped and reported as queue_full (0: never waits).
-        _positive_number("enqueue_timeout", enqueue_timeout, allow_zero=True)
+        positive_number("enqueue_timeout", enqueue_timeout, allow_zero=True)
         # How requests reach the server (docs: README "Networks"): the proxy, from the
         # environment unless given (None: never one), and the trust for https://.
         network = NetworkSettings(proxy=proxy, ssl_context=ssl_context)
         # The REST client of erase_user/erase_account goes the same way.
         self._rest_network: Dict[str, Any] = {"proxy": proxy, "ssl_context": ssl_context}
-        if http_client is not None and (proxy is not PROXY_FROM_ENV or ssl_context is not None):
-            raise ValueError(
-                "proxy= and ssl_context= configure the default transport; with http_client= "
-                "configure them on your own transport instead"
-            )
-        _positive_number("erase_fence_seconds", erase_fence_seconds, allow_zero=True)
+        check_transport_settings(http_client, proxy, ssl_context)
+        positive_number("erase_fence_seconds", erase_fence_seconds, allow_zero=True)
         if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
             raise ValueError(
                 "api_key must be a non-empty str: a journy.io API key (Connections > API "
@@ -220,7 +221,8 @@ class Analytics:
         # no plugin is registered, so a client without plugins pays one attribute test.
         self._plugin_chain = PluginChain(self._emitter)
         self._plugins: Optional[PluginChain] = None
-        _warn_plain_http(url)
+        parts = urlsplit(url)
+        warn_plain_http(parts.scheme, parts.hostname, "host", "write key")
         self._setup_erase(api_key, api_host, erase_fence_seconds)
 
     # -- settings a user may read --------------------------------------------------------
@@ -608,7 +610,7 @@ class Analytics:
             return None
         from journy_analytics._api import JournyAPI
 
-        _positive_number("timeout", timeout)
+        positive_number("timeout", timeout)
         return JournyAPI(
             api_key=self._api_key,
             host=self._api_host,
@@ -833,40 +835,3 @@ def _positional_call(method: str, args: Tuple[Any, ...]) -> TypeError:
         f"{method}(user_id=..., ...). Coming from segment-analytics-python? Its positional "
         "API is journy_analytics.segment: `import journy_analytics.segment as analytics`."
     )
-
-
-def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0 or (value == 0 and not allow_zero):
-        need = "zero or more" if allow_zero else "at least 1"
-        raise ValueError(f"{name}={value} is out of range: it must be {need}")
-
-
-def _positive_number(name: str, value: Any, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        need = "zero or more" if allow_zero else "more than 0"
-        raise ValueError(f"{name}={value} is out of range: it must be {need} seconds")
-
-
-_warned_hosts: set[str] = set()
-
-
-def _warn_plain_http(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname is None:
-        return
-    host = parts.hostname
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and host not in _warned_hosts:
-        _warned_hosts.add(host)
-        logger.warning(
-            "host %s uses plain http:// off this machine; the write key "
-            "and your users' data travel unencrypted. Use https://.",
-            host,
-        )

@@ -384,3 +384,21 @@ def test_async_client_has_the_same_methods(server: ApiServer) -> None:
     asyncio.run(main())
     assert len(server.calls("POST", "/users/upsert")) == 50
     assert server.problems() == []
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"timeout": 0},
+        {"timeout": float("nan")},
+        {"max_retries": -1},
+        {"max_retries": True},
+        {"rate_window": 0},
+        {"rate_window": float("inf")},
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting(setting: dict) -> None:
+    (name,) = setting
+    for cls in (JournyAPI, AsyncJournyAPI):
+        with pytest.raises(ValueError, match=name):
+            cls(api_key="k", host="http://127.0.0.1:9", **setting)

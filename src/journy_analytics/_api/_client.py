@@ -18,9 +18,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import functools
-import ipaddress
 import logging
-import math
 import socket
 import ssl
 import time
@@ -34,7 +32,6 @@ from typing import (
     Mapping,
     NoReturn,
     Optional,
-    Set,
     Tuple,
     Type,
     TypeVar,
@@ -59,7 +56,13 @@ from journy_analytics._core import (
     parse_retry_after,
 )
 from journy_analytics._exceptions import NameResolutionError, ValidationError
-from journy_analytics._logging import RateLimitedLog, logger
+from journy_analytics._logging import RateLimitedLog
+from journy_analytics._settings import (
+    check_transport_settings,
+    positive_int,
+    positive_number,
+    warn_plain_http,
+)
 
 __all__ = ["DEFAULT_API_HOST", "AsyncJournyAPI", "JournyAPI"]
 
@@ -113,29 +116,20 @@ class JournyAPI:
         parts = urlsplit(host.strip() if isinstance(host, str) else "")
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
             raise ValueError(f"host={host!r} is not an http(s) base URL like {DEFAULT_API_HOST!r}")
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not (math.isfinite(timeout) and timeout > 0)
-        ):
-            raise ValueError(f"timeout={timeout!r} must be a number of seconds above 0")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries={max_retries!r} must be an int, 0 or more")
+        positive_number("timeout", timeout)
+        positive_int("max_retries", max_retries, allow_zero=True)
+        positive_number("rate_window", rate_window)
         if http_client is not None and not callable(getattr(http_client, "request", None)):
             raise ValueError(
                 "http_client must have request(method, url, body, headers, timeout) "
                 "returning journy_analytics.Response (StdlibHttpClient has it)"
             )
-        if http_client is not None and (proxy is not PROXY_FROM_ENV or ssl_context is not None):
-            raise ValueError(
-                "proxy= and ssl_context= configure the default transport; with http_client= "
-                "configure them on your own transport instead"
-            )
+        check_transport_settings(http_client, proxy, ssl_context)
         network = NetworkSettings(proxy=proxy, ssl_context=ssl_context)
         self.host = host.strip().rstrip("/")
         # Named in failure messages: the host name, never a credential of the URL.
         self._server = parts.hostname
-        _warn_plain_http(parts.scheme, parts.hostname)
+        warn_plain_http(parts.scheme, parts.hostname, "JournyAPI host", "API key")
         self.timeout = float(timeout)
         policy = retry_policy or RetryPolicy()
         self._policy = dataclasses.replace(policy, max_retries=max_retries)
@@ -559,26 +553,6 @@ class JournyAPI:
         return (
             f"the key lacks the {permission} permission this call needs (it has: {have}); "
             "add it to the key in journy.io"
-        )
-
-
-_warned_hosts: Set[str] = set()
-
-
-def _warn_plain_http(scheme: str, host: Optional[str]) -> None:
-    """The API key would travel in clear off this machine: say so once per host."""
-    if scheme != "http" or not host or host in _warned_hosts:
-        return
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        _warned_hosts.add(host)
-        logger.warning(
-            "JournyAPI host %s uses plain http:// off this machine; the API key and your "
-            "users' data travel unencrypted. Use https://.",
-            host,
         )
 
 
