@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from itertools import repeat, starmap
 from typing import Callable, Deque, List, Optional, Protocol, Tuple
 
 from journy_analytics._message import MAX_BATCH_BYTES, compact
@@ -93,23 +94,36 @@ class EventQueue:
         """Cut the next batch: up to ``batch_size`` events and ``MAX_BATCH_BYTES``. Call with
         the state lock held."""
         items = self._items
-        taken: List[Item] = []
-        size = ENVELOPE_BYTES
-        limit = self.batch_size
-        while items and len(taken) < limit:
-            head = items[0]
-            # data_of() inlined: this runs for every event the worker sends.
-            length = (len(head) if isinstance(head, bytes) else len(head[0])) + 1
-            if taken and size + length > MAX_BATCH_BYTES:
-                break
-            taken.append(items.popleft())
-            size += length
-        if not taken:
+        count = min(self.batch_size, len(items))
+        if not count:
             return None
+        # This runs for every event the worker sends, so the common case stays in C: pop
+        # ``count`` events at once, then size them; a per-event Python loop cost a third of
+        # the dispatcher's time. Events with a callback are (bytes, callback) tuples.
+        taken: List[Item] = list(starmap(items.popleft, repeat((), count)))
+        if any(map(isinstance, taken, repeat(tuple))):
+            lengths = [len(data_of(item)) for item in taken]
+        else:
+            lengths = list(map(len, taken))
+        if ENVELOPE_BYTES + sum(lengths) + count > MAX_BATCH_BYTES:
+            taken = self._fit(taken, lengths)
         batch = Batch(self._batch_numbers, self.next_position, taken)
         self._batch_numbers += 1
         self.next_position += len(taken)
         return batch
+
+    def _fit(self, taken: List[Item], lengths: List[int]) -> List[Item]:
+        """Keep the leading events that fit ``MAX_BATCH_BYTES`` (at least one: an event is
+        at most ``MAX_EVENT_BYTES``); the rest go back to the head of the queue, in order."""
+        size = ENVELOPE_BYTES
+        keep = 0
+        for length in lengths:
+            if keep and size + length + 1 > MAX_BATCH_BYTES:
+                break
+            size += length + 1
+            keep += 1
+        self._items.extendleft(reversed(taken[keep:]))
+        return taken[:keep]
 
     def drain(self) -> Batch:
         """Everything queued, out of the queue (close gave up on it). Call with the state

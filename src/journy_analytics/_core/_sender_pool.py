@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Tuple
 from journy_analytics._core._attempt import BatchResult, BatchSender, RetryLater, Split
 from journy_analytics._lifecycle import signal_free
 from journy_analytics._logging import logger
-from journy_analytics._types import Batch, data_of
+from journy_analytics._types import Batch, data_of, data_of_all
 
 __all__ = ["SenderPool"]
 
@@ -216,10 +216,7 @@ class SenderPool:
     def _attempt(self, batch: Batch) -> None:
         sender = self._sender
         if batch.state is None:
-            # data_of() inlined: one call per event adds up at 100 events a batch.
-            batch.state = sender.start(
-                [item if isinstance(item, bytes) else item[0] for item in batch.items]
-            )
+            batch.state = sender.start(data_of_all(batch.items))
         result = sender.attempt(batch.state)
         if isinstance(result, Split):
             if self._split(batch):
