@@ -447,6 +447,8 @@ class _Reader:
         start = 0
         while True:
             end = self.buffer.find(b"\r\n\r\n", start)
+            if end > _MAX_HEADER_BYTES:
+                raise http.client.LineTooLong("header block")
             if end >= 0:
                 block, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
                 return block
@@ -481,7 +483,7 @@ class _Reader:
                 raise http.client.IncompleteRead(self.buffer)
 
     def chunked(self) -> bytes:
-        parts = []
+        parts: List[bytes] = []
         while True:
             size_line = self.line().split(b";", 1)[0].strip()
             try:
@@ -534,10 +536,8 @@ def _read_answer(sock: socket.socket) -> Tuple[int, Dict[str, str], bytes, bool]
             headers[last] = value.strip()
     lowered = {name.lower(): value for name, value in headers.items()}
     connection = lowered.get("connection", "").lower()
-    if version == b"HTTP/1.0":
-        reusable = "keep-alive" in connection
-    else:
-        reusable = "close" not in connection
+    # HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 only when asked to.
+    reusable = "keep-alive" in connection if version == b"HTTP/1.0" else "close" not in connection
     try:
         if status in (204, 304):
             # No body by definition; a server that sends one anyway (journy.io's document
