@@ -43,6 +43,7 @@ from journy_analytics._lifecycle import shutdown as _shutdown
 from journy_analytics._logging import RateLimit, logger
 from journy_analytics._message import PluginChain, encode_event
 from journy_analytics._message import active_scope as _active_scope
+from journy_analytics._message import build_track as _build_track
 from journy_analytics._settings import (
     check_transport_settings,
     positive_int,
@@ -364,16 +365,16 @@ class Analytics:
                 user_id, anonymous_id, group_id, properties, context
             )
         self._enqueue(
-            m.build_track(
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                event=event,
-                properties=properties,
-                timestamp=timestamp,
-                context=context,
-                integrations=integrations,
-                message_id=message_id,
-                group_id=group_id,
+            _build_track(
+                user_id,
+                anonymous_id,
+                event,
+                properties,
+                timestamp,
+                context,
+                integrations,
+                message_id,
+                group_id,
             ),
             callback,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import orjson
 import pytest
@@ -147,3 +147,34 @@ def test_oversize_event_rejected_with_size() -> None:
     msg = m.build_track(user_id="u", event="E", properties={"blob": "x" * 40_000})
     with pytest.raises(ValidationError, match=r"at most 32768 bytes"):
         encode_event(msg)
+
+
+def test_the_timestamp_is_the_calls_own_millisecond(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The string is kept for the millisecond it was made in: each new millisecond, second,
+    # or a clock that steps back gets its own.
+    clock = iter([1700000000.0004, 1700000000.0009, 1700000000.0011, 1700000001.9995, 1699999999.5])
+    monkeypatch.setattr(m.time, "time", lambda: next(clock))
+    stamps = [m.build_track(user_id="u", event="E")["timestamp"] for _ in range(5)]
+    assert stamps == [
+        "2023-11-14T22:13:20.000Z",
+        "2023-11-14T22:13:20.000Z",
+        "2023-11-14T22:13:20.001Z",
+        "2023-11-14T22:13:21.999Z",
+        "2023-11-14T22:13:19.500Z",
+    ]
+
+
+def test_message_ids_from_many_threads_never_repeat() -> None:
+    import threading
+
+    ids: List[str] = []
+
+    def make() -> None:
+        ids.extend(m.build_track(user_id="u", event="E")["messageId"] for _ in range(5000))
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == len(ids) == 40_000

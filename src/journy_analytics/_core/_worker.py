@@ -144,6 +144,9 @@ class Worker:
         # The interpreter refused a thread (it is shutting down): flush delivers inline.
         self._no_threads = False
         self._lifecycle = Lifecycle.OPEN
+        # True while put() has nothing to do but queue: the dispatcher runs, the worker is
+        # OPEN and not terminating. Set by _start, cleared by every change that ends it.
+        self._steady = False
         self._flush_target = 0
         self._replayed_into_queue = 0
         self._eager_deadline: Optional[float] = None
@@ -197,6 +200,14 @@ class Worker:
         """Queue one event; False if it was dropped at once (full, or the client closed)."""
         item: Item = data if callback is None else (data, callback)
         queued = self._queue.put(item)
+        # The common case in one test: queued, the dispatcher running, the worker open.
+        if queued and self._steady:
+            return True
+        return self._put_unsteady(queued, item, data, callback)
+
+    def _put_unsteady(
+        self, queued: bool, item: Item, data: bytes, callback: Optional[Callback]
+    ) -> bool:
         if not queued and self._config.enqueue_timeout > 0:
             queued = self._wait_for_room(item)
         if not queued:
@@ -255,6 +266,8 @@ class Worker:
             self._dispatcher = thread
         try:
             thread.start()
+            with self._lock:
+                self._steady = self._lifecycle is Lifecycle.OPEN and self._eager_deadline is None
         except RuntimeError:
             # Interpreter shutdown (Python 3.12+ refuses new threads once it begins): the
             # event stays queued, and the exit flush delivers it from its own thread.
@@ -547,6 +560,7 @@ class Worker:
         a close after a retire stays RETIRING and nothing leaves FINISHED."""
         if to.value > self._lifecycle.value:
             self._lifecycle = to
+            self._steady = False
 
     def retire(self) -> None:
         """The client is gone (garbage collected without close_and_flush): deliver what
@@ -565,7 +579,9 @@ class Worker:
         """SIGTERM with an app handler to chain to: from now on every event is sent at
         once, and each call waits (within ``budget`` seconds in all) for its delivery."""
         _fork.check()
-        self._eager_deadline = time.monotonic() + budget
+        with self._lock:
+            self._eager_deadline = time.monotonic() + budget
+            self._steady = False
         self._wake.set()
 
     # -- GDPR erase (client.erase_user / erase_account; see _erase.py) ----------------------
