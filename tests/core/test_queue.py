@@ -70,3 +70,25 @@ def test_bodies_of_a_batch_with_and_without_callbacks() -> None:
     assert data_of_all(list(plain)) == plain
     mixed: List[Item] = [_event(0), (_event(1), _callback)]
     assert data_of_all(mixed) == plain
+
+
+def test_events_that_wait_are_kept_at_their_own_size() -> None:
+    # orjson's bytes keep their ~4 KB write buffer; beyond two batches' worth, the queue
+    # keeps an exact-size copy. 3,000 small events must not hold 3,000 buffers.
+    import tracemalloc
+
+    import orjson
+
+    q = _queue(10)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(3000):
+            assert q.put(orjson.dumps({"type": "track", "event": "E", "i": i}))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(q) == 3000
+    assert held < 3000 * 400, f"{held / 3000:.0f} bytes per queued event"
+    first, last = q.peek(0, 1)[0], q.peek(2999, 3000)[0]
+    assert orjson.loads(first)["i"] == 0 and orjson.loads(last)["i"] == 2999

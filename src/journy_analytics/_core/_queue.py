@@ -70,7 +70,7 @@ class EventQueue:
                 return False
             # compact() inlined for bare events (most of them): a call per event adds up.
             if isinstance(item, bytes):
-                item = memoryview(item).tobytes()
+                item = b"%b" % item
             else:
                 item = (compact(item[0]), item[1])
         elif n + self._held.in_flight >= self.max_size:
