@@ -69,10 +69,7 @@ class EventQueue:
             if n + self._held.in_flight >= self.max_size:
                 return False
             # compact() inlined for bare events (most of them): a call per event adds up.
-            if isinstance(item, bytes):
-                item = b"%b" % item
-            else:
-                item = (compact(item[0]), item[1])
+            item = b"%b" % item if isinstance(item, bytes) else (compact(item[0]), item[1])
         elif n + self._held.in_flight >= self.max_size:
             return False
         items.append(item)
