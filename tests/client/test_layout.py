@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import journy_analytics
 
@@ -105,6 +105,52 @@ def test_the_check_sees_a_crossing(tmp_path: Path) -> None:
         f"{PACKAGE}/client.py:2",
         f"{PACKAGE}/client.py:3",
         f"{PACKAGE}/client.py:5",
+    ]
+
+
+def reaching_up(root: Path = ROOT) -> List[str]:
+    """Imports from a private package (``_x``) of a public module that imports from that
+    package: the front reached from behind it (``_import`` -> ``bulk`` -> ``_import``)."""
+    imported_by: Dict[str, List[Tuple[int, str]]] = {}
+    for path in sorted(root.rglob("*.py")):
+        importer = _module_name(path, root)
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        imported_by[importer] = [
+            (line, module)
+            for line, module, _ in _imports(tree, importer, path.name == "__init__.py")
+        ]
+    found = []
+    for importer, imports in imported_by.items():
+        parts = importer.split(".")
+        if len(parts) < 2 or not parts[1].startswith("_"):
+            continue
+        private = ".".join(parts[:2])
+        for line, module in imports:
+            if module.split(".")[1:2] and module.split(".")[1].startswith("_"):
+                continue  # another private package: the crossing check covers it
+            fronts = any(
+                (m + ".").startswith(private + ".") for _, m in imported_by.get(module, [])
+            )
+            if module != PACKAGE and fronts:
+                found.append(f"{importer}:{line}: imports {module}, which imports {private}")
+    return found
+
+
+def test_no_private_package_reaches_up_to_the_module_in_front_of_it() -> None:
+    assert reaching_up() == []
+
+
+def test_the_check_sees_a_reach_up(tmp_path: Path) -> None:
+    package = tmp_path / PACKAGE
+    (package / "_import").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "_import" / "__init__.py").write_text("from ._engine import run\n")
+    (package / "_import" / "_engine.py").write_text(
+        "def run():\n    from journy_analytics.bulk import client\n"
+    )
+    (package / "bulk.py").write_text("from journy_analytics._import import run\nclient = 1\n")
+    assert reaching_up(package) == [
+        f"{PACKAGE}._import._engine:2: imports {PACKAGE}.bulk, which imports {PACKAGE}._import"
     ]
 
 

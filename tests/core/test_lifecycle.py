@@ -546,3 +546,62 @@ def test_the_worker_lifecycle_only_moves_forward() -> None:
         assert worker._lifecycle is _worker.Lifecycle.FINISHED
     finally:
         client.close_and_flush(timeout=0)
+
+
+def test_terminating_sends_each_event_before_the_call_returns(
+    make_client: Any, collector: CollectorThread
+) -> None:
+    # SIGTERM chained to an app handler moves the worker to TERMINATING: the app's own
+    # graceful shutdown may still track, and each event goes out before its call returns
+    # (a batch of 100 and an hour's interval would otherwise keep it). The dispatcher
+    # keeps running while idle in this state, and close_and_flush() still ends it.
+    client = make_client(flush_interval=3600, max_events_in_batch=100)
+    worker = client._worker
+    client.track(user_id="u", event="Before")
+    worker.terminating(10.0)
+    assert worker._lifecycle is _worker.Lifecycle.TERMINATING
+    for i in range(3):
+        client.track(user_id="u", event=f"During {i}")
+        assert len(collector.events()) == i + 2, "the call returned before its delivery"
+    time.sleep(0.2)
+    assert worker._dispatcher is not None and worker._dispatcher.is_alive()
+    assert client.close_and_flush(5)
+    assert worker._lifecycle is _worker.Lifecycle.FINISHED
+
+
+def test_a_close_that_gives_up_cuts_a_backoff_short(scripted: Any) -> None:
+    # GIVING_UP is what an attempt waiting to retry checks: close_and_flush(timeout) ends
+    # near its timeout, not after the backoff (60 s here).
+    server = scripted([503] * 5)
+    client = Analytics(
+        write_key="k",
+        host=server.url,
+        flush_interval=0.01,
+        retry_policy=RetryPolicy(max_retries=5, initial_backoff=60.0, max_backoff=60.0),
+    )
+    client.track(user_id="u", event="E")
+    deadline = time.monotonic() + 10
+    while server.received() < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.received() == 1
+    started = time.monotonic()
+    assert not client.close_and_flush(timeout=0.5)
+    assert time.monotonic() - started < 5.0
+    assert client._worker._lifecycle is _worker.Lifecycle.FINISHED
+
+
+def test_an_answer_that_comes_after_a_close_gave_up_is_not_retried(scripted: Any) -> None:
+    # The request is on the wire when close_and_flush() gives up; its 503 arrives later.
+    # In GIVING_UP the attempt ends there (closed): it is not parked for a retry that no
+    # dispatcher would ever send.
+    server = scripted([{"status": 503, "delay": 1.0}])
+    client = Analytics(write_key="k", host=server.url, flush_interval=0.01)
+    client.track(user_id="u", event="E")
+    deadline = time.monotonic() + 10
+    while server.received() < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not client.close_and_flush(timeout=0.2)
+    assert client._worker._lifecycle is _worker.Lifecycle.FINISHED
+    time.sleep(1.5)  # the late answer arrives and the attempt ends
+    assert client.stats()["waiting_to_retry"] == 0
+    assert server.received() == 1

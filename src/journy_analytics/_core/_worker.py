@@ -68,14 +68,19 @@ _notices = RateLimitedLog(every=60.0)
 
 
 class Lifecycle(enum.Enum):
-    """Where a worker is in its life. It only moves forward (``Worker._move``); a forked
-    child starts its own at OPEN."""
+    """Where a worker is in its life. It only moves forward (``Worker._move``, under the
+    state lock); a forked child starts its own at OPEN. Events are taken up to
+    TERMINATING; from CLOSING on the dispatcher stops once everything has settled."""
 
     OPEN = 0  # accepting events; the dispatcher sends batches when they are due
-    CLOSING = 1  # close_and_flush() is delivering what is queued; then FINISHED
-    RETIRING = 2  # nobody will wait (garbage collected, or closed from a worker thread):
+    TERMINATING = 1  # SIGTERM with an app handler to chain to: every event goes at once and
+    #                  each call waits for its delivery, until ``_terminate_by``
+    CLOSING = 2  # close_and_flush() is delivering what is queued; then FINISHED
+    RETIRING = 3  # nobody will wait (garbage collected, or closed from a worker thread):
     #               the dispatcher delivers what is queued, then finishes
-    FINISHED = 3  # threads stopped, spool closed; a late event is dropped (closed)
+    GIVING_UP = 4  # close_and_flush() timed out: retries and backoff waits are cut short,
+    #                what is left is reported (closed, or kept in the spool)
+    FINISHED = 5  # threads stopped, spool closed; a late event is dropped (closed)
 
 
 class Worker:
@@ -101,7 +106,6 @@ class Worker:
         cfg = self._config
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._abort = threading.Event()
         self._outcomes = Outcomes(self._lock, self._emitter, cfg.max_queue_size)
         self._queue = EventQueue(
             max_size=cfg.max_queue_size,
@@ -129,7 +133,7 @@ class Worker:
             gzip=cfg.gzip,
             emitter=self._emitter,
             transport=self._get_transport,
-            aborted=self._abort.is_set,
+            aborted=self._giving_up,
             observe=self._outcomes.observe,
         )
         self._sender = sender
@@ -141,15 +145,16 @@ class Worker:
             on_split=self._outcomes.split,
         )
         self._dispatcher: Optional[threading.Thread] = None
-        # The interpreter refused a thread (it is shutting down): flush delivers inline.
-        self._no_threads = False
+        # Not a state of the worker but of the interpreter: it refused a thread (it is
+        # shutting down), so flush and close run the dispatcher's steps inline.
+        self._threads_refused = False
         self._lifecycle = Lifecycle.OPEN
-        # True while put() has nothing to do but queue: the dispatcher runs, the worker is
-        # OPEN and not terminating. Set by _start, cleared by every change that ends it.
+        self._terminate_by = 0.0  # TERMINATING: when the SIGTERM budget ends
+        # put()'s one test for its common case: OPEN with the dispatcher running. Written
+        # only by _start and _move, the two places that change either.
         self._steady = False
         self._flush_target = 0
         self._replayed_into_queue = 0
-        self._eager_deadline: Optional[float] = None
         # When the oldest queued event arrived (None: the queue is empty); a child starts
         # with none of its parent's.
         self._oldest: Optional[float] = None
@@ -220,8 +225,8 @@ class Worker:
             # nothing reads any more.
             self._drop_after_close()
             return False
-        if self._eager_deadline is not None:
-            self.flush(max(0.0, self._eager_deadline - time.monotonic()))
+        if self._lifecycle is Lifecycle.TERMINATING:
+            self.flush(max(0.0, self._terminate_by - time.monotonic()))
         return queued
 
     def _wait_for_room(self, item: Item) -> bool:
@@ -241,7 +246,7 @@ class Worker:
                 with outcomes.settled:
                     while len(queue) + outcomes.in_flight >= queue.max_size:
                         remaining = deadline - time.monotonic()
-                        if remaining <= 0 or self._lifecycle is not Lifecycle.OPEN:
+                        if remaining <= 0 or not self._accepting():
                             return False
                         outcomes.settled.wait(remaining)
                 if queue.put(item):
@@ -254,7 +259,7 @@ class Worker:
         with self._lock:
             if (
                 self._dispatcher is not None
-                or self._no_threads
+                or self._threads_refused
                 or self._lifecycle is Lifecycle.FINISHED
             ):
                 return
@@ -267,19 +272,19 @@ class Worker:
         try:
             thread.start()
             with self._lock:
-                self._steady = self._lifecycle is Lifecycle.OPEN and self._eager_deadline is None
+                self._steady = self._lifecycle is Lifecycle.OPEN
         except RuntimeError:
             # Interpreter shutdown (Python 3.12+ refuses new threads once it begins): the
             # event stays queued, and the exit flush delivers it from its own thread.
             with self._lock:
                 self._dispatcher = None
-                self._no_threads = True
+                self._threads_refused = True
 
     # -- the dispatcher ------------------------------------------------------------------
 
     def _run_dispatcher(self) -> None:
         try:
-            while not self._abort.is_set():
+            while not self._giving_up():
                 wait = self._step()
                 if wait == _DONE:
                     break
@@ -315,7 +320,7 @@ class Worker:
         if n == 0:
             self._oldest = None
             with self._lock:
-                done = self._lifecycle is not Lifecycle.OPEN and outcomes.idle()
+                done = not self._accepting() and outcomes.idle()
             if done:
                 return _DONE
             return min(waits, default=None)
@@ -334,11 +339,7 @@ class Worker:
         with self._lock:
             due_target = self._flush_target
             taken = queue.next_position
-            hurry = (
-                self._lifecycle is not Lifecycle.OPEN
-                or self._eager_deadline is not None
-                or self._room_waiters > 0
-            )
+            hurry = self._lifecycle is not Lifecycle.OPEN or self._room_waiters > 0
         if n < queue.batch_size and taken >= due_target and not hurry:
             oldest = self._oldest if self._oldest is not None else now
             self._oldest = oldest
@@ -406,7 +407,7 @@ class Worker:
                 self._flush_target = target
         if len(queue) and self._dispatcher is None:
             self._start()
-        if self._dispatcher is None and self._no_threads:
+        if self._dispatcher is None and self._threads_refused:
             return self._flush_inline(target, deadline)
         self._wake.set()
         noticed = False
@@ -486,7 +487,8 @@ class Worker:
         return settled
 
     def _give_up(self, deadline: Optional[float]) -> None:
-        self._abort.set()
+        with self._lock:
+            self._move(Lifecycle.GIVING_UP)
         self._wake.set()  # the dispatcher may be waiting; it must see the abort now
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread():
@@ -562,6 +564,14 @@ class Worker:
             self._lifecycle = to
             self._steady = False
 
+    def _accepting(self) -> bool:
+        """OPEN or TERMINATING: events are taken and the dispatcher keeps running."""
+        return self._lifecycle.value <= Lifecycle.TERMINATING.value
+
+    def _giving_up(self) -> bool:
+        """Past a close that timed out: the dispatcher stops, attempts end their waits."""
+        return self._lifecycle.value >= Lifecycle.GIVING_UP.value
+
     def retire(self) -> None:
         """The client is gone (garbage collected without close_and_flush): deliver what
         it queued in the background, then stop the threads."""
@@ -580,8 +590,8 @@ class Worker:
         once, and each call waits (within ``budget`` seconds in all) for its delivery."""
         _fork.check()
         with self._lock:
-            self._eager_deadline = time.monotonic() + budget
-            self._steady = False
+            self._terminate_by = time.monotonic() + budget
+            self._move(Lifecycle.TERMINATING)
         self._wake.set()
 
     # -- GDPR erase (client.erase_user / erase_account; see _erase.py) ----------------------

@@ -224,7 +224,7 @@ def run_import_command(args: argparse.Namespace, out: Any = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"journy import: {exc}", file=err)
         return EXIT_USAGE
-    from journy_analytics.bulk import import_client
+    from journy_analytics._import._client import import_client
 
     jobs = args.jobs
     if jobs == "auto":

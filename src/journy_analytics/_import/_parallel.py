@@ -176,7 +176,7 @@ def _work(settings: _Settings, inbox: Connection, out: Connection) -> None:
     chunks: queue.Queue[Any] = queue.Queue()
     analytics = None
     if settings.client is not None:
-        from journy_analytics.bulk import import_client
+        from journy_analytics._import._client import import_client
 
         analytics = import_client(**settings.client, window=settings.window)
 
