@@ -186,3 +186,20 @@ def test_every_public_exception_lives_in_one_module_and_is_exported() -> None:
         assert getattr(journy_analytics, name) is getattr(_exceptions, name)
         assert name in journy_analytics.__all__
         assert name in (ROOT.parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def _tree_block() -> str:
+    text = (ROOT.parent.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    return text.split("```", 2)[1]
+
+
+def test_the_architecture_page_lists_every_module_of_the_layers() -> None:
+    # docs/architecture.md says the folder listing is the architecture: its tree names
+    # every top-level module and package, and every module of the three layers.
+    tree = _tree_block()
+    names = [p.name for p in ROOT.iterdir() if p.suffix == ".py" and p.name != "__init__.py"]
+    names += [f"{p.name}/" for p in ROOT.iterdir() if (p / "__init__.py").is_file()]
+    for layer in ("_core", "_message", "_lifecycle"):
+        names += [p.name for p in (ROOT / layer).glob("_*.py") if p.name != "__init__.py"]
+    missing = sorted(name for name in names if name not in tree)
+    assert missing == []
