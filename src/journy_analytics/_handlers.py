@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Tuple
 
 from journy_analytics._lifecycle import user_code
 from journy_analytics._logging import logger
@@ -57,6 +57,10 @@ class Emitter:
 
     def has(self, name: str) -> bool:
         return name in self._handlers
+
+    def has_any(self, names: FrozenSet[str]) -> bool:
+        """One set test for a group of names (a batch asks for the six event types)."""
+        return not names.isdisjoint(self._handlers)
 
     def emit(self, name: str, *args: Any) -> None:
         handlers = self._handlers.get(name)

@@ -35,6 +35,7 @@ __all__ = ["BatchAck", "BatchOwner", "Outcomes"]
 
 _SAMPLE_SIZE = 20
 _OVERFLOW_REPORT_EVERY = 1.0
+_EVENT_TYPES = frozenset(EVENT_TYPES)
 
 
 class Outcomes:
@@ -289,7 +290,7 @@ class Outcomes:
     def _report_delivered(self, items: List[Item]) -> None:
         emitter = self._emitter
         wants_callbacks = tuple in map(type, items)  # an Item is bytes or a tuple
-        wants_types = any(emitter.has(t) for t in EVENT_TYPES)
+        wants_types = emitter.has_any(_EVENT_TYPES)
         if not wants_callbacks and not wants_types:
             return
         if not wants_types and _ack_batch(items):

@@ -564,13 +564,18 @@ class Worker:
             self._lifecycle = to
             self._steady = False
 
+    # Identity tests, not ``.value`` comparisons: an enum's value is a Python-level
+    # property, and these run at every dispatcher step and every attempt.
+
     def _accepting(self) -> bool:
         """OPEN or TERMINATING: events are taken and the dispatcher keeps running."""
-        return self._lifecycle.value <= Lifecycle.TERMINATING.value
+        state = self._lifecycle
+        return state is Lifecycle.OPEN or state is Lifecycle.TERMINATING
 
     def _giving_up(self) -> bool:
         """Past a close that timed out: the dispatcher stops, attempts end their waits."""
-        return self._lifecycle.value >= Lifecycle.GIVING_UP.value
+        state = self._lifecycle
+        return state is Lifecycle.GIVING_UP or state is Lifecycle.FINISHED
 
     def retire(self) -> None:
         """The client is gone (garbage collected without close_and_flush): deliver what
