@@ -36,6 +36,7 @@ __all__ = ["BatchAck", "BatchOwner", "Outcomes"]
 _SAMPLE_SIZE = 20
 _OVERFLOW_REPORT_EVERY = 1.0
 _EVENT_TYPES = frozenset(EVENT_TYPES)
+_QUEUE_FULL = Cause.QUEUE_FULL.value
 
 
 class Outcomes:
@@ -218,7 +219,9 @@ class Outcomes:
             _call(callback, error, orjson.loads(data))
 
     def overflow_pending(self) -> bool:
-        return self.dropped[Cause.QUEUE_FULL.value] != self._overflow_reported
+        # Asked twice at every dispatcher step: the key is a constant (an enum's .value is
+        # a Python-level property).
+        return self.dropped[_QUEUE_FULL] != self._overflow_reported
 
     def report_overflow(self, now_or_never: bool = False) -> None:
         """Report queue_full drops not reported yet: at most once a second, unless
