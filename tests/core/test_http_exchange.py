@@ -184,6 +184,12 @@ def test_a_body_cut_short_still_gives_the_status(client: StdlibHttpClient) -> No
         (b"\x15\x03\x01\x00\x02\x02\x46", http.client.BadStatusLine, "not HTTP"),
         (b"HTTP/1.1 2xx OK\r\n\r\n", http.client.BadStatusLine, "not HTTP"),
         (b"HTTP/1.1 200 OK\r\nContent-Le", http.client.IncompleteRead, "the connection closed"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n{}", http.client.HTTPException, "not HTTP"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n{}",
+            http.client.HTTPException,
+            "not HTTP",
+        ),
     ],
 )
 def test_broken_answers_raise_what_http_client_raises(

@@ -547,13 +547,10 @@ def _read_answer(sock: socket.socket) -> Tuple[int, Dict[str, str], bytes, bool]
         elif "chunked" in lowered.get("transfer-encoding", "").lower():
             data = reader.chunked()
         elif "content-length" in lowered:
-            try:
-                length = int(lowered["content-length"])
-            except ValueError:
-                raise http.client.HTTPException(
-                    f"bad Content-Length {lowered['content-length']!r}"
-                ) from None
-            data = reader.exactly(length)
+            text = lowered["content-length"]
+            if not (text.isascii() and text.isdigit()):  # a sign, a list...: not HTTP
+                raise http.client.HTTPException(f"bad Content-Length {text!r}")
+            data = reader.exactly(int(text))
         else:
             data, reusable = reader.rest(), False
     except (ConnectionError, http.client.IncompleteRead) as exc:
