@@ -382,9 +382,9 @@ class StdlibHttpClient:
 
 # -- one HTTP/1.1 exchange ----------------------------------------------------------------
 #
-# http.client's request and response objects cost more CPU than everything else a batch
-# goes through (header objects, the email parser, a file object per answer): measured
-# under the benchmark's load, three quarters of a sender's time. A POST to a collector is
+# http.client's request and response objects (header objects, the email parser, a file
+# object per answer) were more than half of the CPU a batch cost; with this exchange a
+# backlog drains at half the CPU per event (docs/benchmarks.md). A POST to a collector is
 # one small request and one small answer, so the exchange is done here on the socket,
 # framed by RFC 9112: Content-Length, chunked, or (HTTP/1.0 style) until the server
 # closes. http.client still opens the connection (``_Connection.connect``: proxy, tunnel,
