@@ -4,9 +4,10 @@ The transport only moves bytes. It never retries (``_retry`` is the one layer th
 decides), never follows redirects (a redirected POST would lose its body) and reads the
 whole answer so the keep-alive connection can be reused.
 
-The default, :class:`StdlibHttpClient`, is ``http.client`` with a small keep-alive pool
-and one guarantee ``urllib3`` does not give: ``timeout`` bounds the request's *whole*
-life. A socket timeout applies to each read, so a server that answers one byte at a time
+The default, :class:`StdlibHttpClient`, connects with ``http.client`` (direct, through a
+proxy, TLS), writes each request and reads its answer on the socket itself (see "one
+HTTP/1.1 exchange" below), keeps a small keep-alive pool, and gives one guarantee
+``urllib3`` does not: ``timeout`` bounds the request's *whole* life. A socket timeout applies to each read, so a server that answers one byte at a time
 could hold a request forever; a watchdog thread shuts the socket down at the deadline.
 """
 
