@@ -7,8 +7,9 @@ whole answer so the keep-alive connection can be reused.
 The default, :class:`StdlibHttpClient`, connects with ``http.client`` (direct, through a
 proxy, TLS), writes each request and reads its answer on the socket itself (see "one
 HTTP/1.1 exchange" below), keeps a small keep-alive pool, and gives one guarantee
-``urllib3`` does not: ``timeout`` bounds the request's *whole* life. A socket timeout applies to each read, so a server that answers one byte at a time
-could hold a request forever; a watchdog thread shuts the socket down at the deadline.
+``urllib3`` does not: ``timeout`` bounds the request's *whole* life. A socket timeout
+applies to each read, so a server that answers one byte at a time could hold a request
+forever; a watchdog thread shuts the socket down at the deadline.
 """
 
 from __future__ import annotations
