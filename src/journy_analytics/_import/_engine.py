@@ -333,6 +333,10 @@ class Importer:
         self._low = 0
         self._ahead: set[int] = set()
         self._handed = 0  # rows given to the client (written by the reading thread only)
+        # How rows reach the client, set by run(): the bytes hook (built and encoded here)
+        # or, without it, the event methods by name.
+        self._fast: Optional[Callable[[Dict[str, Any], bytes, Any], Any]] = None
+        self._methods: Optional[Dict[str, Callable[..., Any]]] = None
         self._done = 0  # of those, settled (written under the lock by callbacks)
         self._requeue: List[Tuple[int, Optional[str], Optional[int], Dict[str, Any]]] = []
         self._stop: Optional[str] = None
@@ -444,7 +448,6 @@ class Importer:
         self._low = skip
         self._saved_low = skip
         index = 0
-        mapper = self.mapper
         dry_run = self.dry_run
         methods = (
             None
@@ -460,64 +463,11 @@ class Importer:
             if dry_run or active_scope() is not None
             else getattr(self.analytics, "_enqueue_encoded", None)
         )
-        window = self.window
-        rate = self.rate
-        started = self.started
+        self._fast = enqueue_encoded
+        self._methods = methods
         try:
             for name, open_rows in sources:
-                for line, row, nth in open_rows(skip - index if index < skip else 0):
-                    if row is SKIPPED:
-                        index += 1
-                        report.skipped += 1
-                        continue
-                    if not index & 255:
-                        self._tick()
-                    if self._stop is not None:
-                        break  # failed, or halted from another thread: hand nothing more
-                    i = index
-                    index += 1
-                    report.rows_read += 1
-                    if type(row) is Refusal:
-                        self._refuse(i, name, line, row.code, row.reason, row.raw)
-                        continue
-                    try:
-                        kind, kwargs = mapper.call(row, nth)
-                    except Refusal as exc:
-                        self._refuse(i, name, line, exc.code, exc.reason, row)
-                        continue
-                    if dry_run or enqueue_encoded is not None:
-                        try:
-                            message = _BUILDERS[kind](**kwargs)
-                            data = encode_event(message)
-                        except ValidationError as exc:
-                            self._refuse(i, name, line, "invalid", str(exc), row)
-                            continue
-                    if dry_run:
-                        report.valid += 1
-                        with self._lock:
-                            self._settle_locked(i)
-                        continue
-                    if self._handed - self._done >= window:
-                        self._wait_for_room()
-                        if self._stop is not None:
-                            break
-                    if rate:
-                        ahead = self._handed - (time.monotonic() - started) * rate
-                        if ahead > 0:
-                            time.sleep(ahead / rate)
-                    self._handed += 1
-                    if enqueue_encoded is not None:
-                        enqueue_encoded(message, data, BatchAck(self, (i, name, line)))
-                        report.valid += 1
-                        continue
-                    assert methods is not None
-                    try:
-                        methods[kind](callback=BatchAck(self, (i, name, line)), **kwargs)
-                    except ValidationError as exc:
-                        self._handed -= 1
-                        self._refuse(i, name, line, "invalid", str(exc), row)
-                        continue
-                    report.valid += 1
+                index = self._read(name, open_rows(skip - index if index < skip else 0), index)
                 if self._stop is not None:
                     break
             else:
@@ -528,6 +478,70 @@ class Importer:
             self._total = index
             self.finish()
         return report
+
+    def _read(self, name: Optional[str], rows: Rows, index: int) -> int:
+        """Hand over the rows of one source; returns the running row index after them."""
+        report = self.report
+        for line, row, nth in rows:
+            if row is SKIPPED:
+                index += 1
+                report.skipped += 1
+                continue
+            if not index & 255:
+                self._tick()
+            if self._stop is not None:
+                break  # failed, or halted from another thread: hand nothing more
+            index += 1
+            report.rows_read += 1
+            if not self._take(index - 1, name, line, row, nth):
+                break
+        return index
+
+    def _take(self, i: int, name: Optional[str], line: Optional[int], row: Any, nth: int) -> bool:
+        """Row ``i``: refused, counted (dry run) or handed to the client. False when the run
+        stops here (failed, or halted while waiting for room)."""
+        if type(row) is Refusal:
+            self._refuse(i, name, line, row.code, row.reason, row.raw)
+            return True
+        try:
+            kind, kwargs = self.mapper.call(row, nth)
+        except Refusal as exc:
+            self._refuse(i, name, line, exc.code, exc.reason, row)
+            return True
+        fast = self._fast
+        if self.dry_run or fast is not None:
+            try:
+                message = _BUILDERS[kind](**kwargs)
+                data = encode_event(message)
+            except ValidationError as exc:
+                self._refuse(i, name, line, "invalid", str(exc), row)
+                return True
+        if self.dry_run:
+            self.report.valid += 1
+            with self._lock:
+                self._settle_locked(i)
+            return True
+        if self._handed - self._done >= self.window:
+            self._wait_for_room()
+            if self._stop is not None:
+                return False
+        if self.rate:
+            ahead = self._handed - (time.monotonic() - self.started) * self.rate
+            if ahead > 0:
+                time.sleep(ahead / self.rate)
+        self._handed += 1
+        if fast is not None:
+            fast(message, data, BatchAck(self, (i, name, line)))
+        else:
+            assert self._methods is not None
+            try:
+                self._methods[kind](callback=BatchAck(self, (i, name, line)), **kwargs)
+            except ValidationError as exc:
+                self._handed -= 1
+                self._refuse(i, name, line, "invalid", str(exc), row)
+                return True
+        self.report.valid += 1
+        return True
 
     def finish(self) -> None:
         """Final figures and checkpoint; call again after closing the client, so rows that
