@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, NoReturn, Optional, Union
 
-from journy_analytics._types import FLUSH_TIMEOUT, _Default
+from journy_analytics._types import FLUSH_TIMEOUT, FlushTimeoutDefault
 
 if TYPE_CHECKING:
     from journy_analytics.client import Analytics
@@ -138,19 +138,19 @@ def alias(*positional: NoReturn, **kwargs: Any) -> None:
     default_client().alias(*positional, **kwargs)
 
 
-def flush(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+def flush(timeout: Union[float, FlushTimeoutDefault, None] = FLUSH_TIMEOUT) -> bool:
     return _client.flush(timeout) if _client is not None else True
 
 
-def close_and_flush(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+def close_and_flush(timeout: Union[float, FlushTimeoutDefault, None] = FLUSH_TIMEOUT) -> bool:
     return _client.close_and_flush(timeout) if _client is not None else True
 
 
-async def aflush(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+async def aflush(timeout: Union[float, FlushTimeoutDefault, None] = FLUSH_TIMEOUT) -> bool:
     return await _client.aflush(timeout) if _client is not None else True
 
 
-async def aclose(timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+async def aclose(timeout: Union[float, FlushTimeoutDefault, None] = FLUSH_TIMEOUT) -> bool:
     return await _client.aclose(timeout) if _client is not None else True
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "Batch",
     "Callback",
     "Cause",
+    "FlushTimeoutDefault",
     "Item",
     "callback_of",
     "data_of",
@@ -46,7 +47,7 @@ def callback_of(item: Item) -> Optional[Callback]:
     return None if isinstance(item, bytes) else item[1]
 
 
-class _Default:
+class FlushTimeoutDefault:
     """The default of ``flush()`` and ``close_and_flush()``: the ``flush_timeout`` setting
     (``None``, passed explicitly, means "until settled")."""
 
@@ -54,7 +55,7 @@ class _Default:
         return "flush_timeout"
 
 
-FLUSH_TIMEOUT = _Default()
+FLUSH_TIMEOUT = FlushTimeoutDefault()
 
 
 class Cause(str, enum.Enum):

@@ -50,7 +50,7 @@ from journy_analytics._settings import (
     positive_number,
     warn_plain_http,
 )
-from journy_analytics._types import FLUSH_TIMEOUT, Callback, _Default
+from journy_analytics._types import FLUSH_TIMEOUT, Callback, FlushTimeoutDefault
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PATH", "Analytics"]
 
@@ -694,7 +694,7 @@ class Analytics:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def flush(self, timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+    def flush(self, timeout: Union[float, FlushTimeoutDefault, None] = FLUSH_TIMEOUT) -> bool:
         """Send everything queued so far and wait until all of it is *settled*: delivered,
         or finally dropped and reported. True when settled (which is not "delivered": a
         401 settles a batch too; see ``stats()`` or the ``error`` event), False if
@@ -708,7 +708,9 @@ class Analytics:
         settled = self._worker.flush(seconds)
         return self._plugin_chain.flush(_remaining(deadline)) and settled
 
-    def close_and_flush(self, timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+    def close_and_flush(
+        self, timeout: Union[float, FlushTimeoutDefault, None] = FLUSH_TIMEOUT
+    ) -> bool:
         """Stop accepting events, deliver what is queued, stop the worker.
 
         Returns True when everything was settled within ``timeout`` (default: the
@@ -725,8 +727,8 @@ class Analytics:
         settled = self._worker.close(seconds)
         return self._plugin_chain.close(_remaining(deadline)) and settled
 
-    def _timeout(self, timeout: Union[float, _Default, None]) -> Optional[float]:
-        if isinstance(timeout, _Default):
+    def _timeout(self, timeout: Union[float, FlushTimeoutDefault, None]) -> Optional[float]:
+        if isinstance(timeout, FlushTimeoutDefault):
             return self.flush_timeout
         if timeout is None:
             return None
@@ -751,12 +753,16 @@ class Analytics:
 
     # -- asyncio (the blocking work runs in a thread: see _aio.py) --------------------------
 
-    async def aflush(self, timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+    async def aflush(
+        self, timeout: Union[float, FlushTimeoutDefault, None] = FLUSH_TIMEOUT
+    ) -> bool:
         """``flush()`` for coroutines: awaits delivery without blocking the event loop.
         Cancelling the awaiting task leaves the client as it was (delivery goes on)."""
         return await _run_in_thread(self.flush, self._timeout(timeout), name="journy-aflush")
 
-    async def aclose(self, timeout: Union[float, _Default, None] = FLUSH_TIMEOUT) -> bool:
+    async def aclose(
+        self, timeout: Union[float, FlushTimeoutDefault, None] = FLUSH_TIMEOUT
+    ) -> bool:
         """``close_and_flush()`` for coroutines, without blocking the event loop. Cancelling
         the awaiting task does not stop the close: the client ends up closed and flushed."""
         return await _run_in_thread(

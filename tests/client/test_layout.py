@@ -108,6 +108,49 @@ def test_the_check_sees_a_crossing(tmp_path: Path) -> None:
     ]
 
 
+def private_names_imported(root: Path = ROOT) -> List[str]:
+    """``from module import _name`` anywhere but in a package's own front (its
+    ``__init__`` may re-export a private module's name under a public one): a name that
+    another module needs is not private to its module, and says so by its spelling."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        importer = _module_name(path, root)
+        is_init = path.name == "__init__.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for line, module, name in _imports(tree, importer, is_init):
+            if not name.startswith("_") or name.startswith("__"):
+                continue
+            if (
+                _is_package(f"{module}.{name}", root)
+                or (root.parent / (module.replace(".", "/") + "/" + name + ".py")).is_file()
+            ):
+                continue  # a private module, not a name: the crossing check covers it
+            if is_init and (module + ".").startswith(importer + "."):
+                continue
+            where = path.relative_to(root.parent)
+            found.append(f"{where}:{line}: imports {module}.{name}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_name() -> None:
+    assert private_names_imported() == []
+
+
+def test_the_check_sees_a_private_name_imported(tmp_path: Path) -> None:
+    package = tmp_path / PACKAGE
+    (package / "_core").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "_core" / "__init__.py").write_text("from ._outcomes import _EVERY as EVERY\n")
+    (package / "_core" / "_outcomes.py").write_text("_EVERY = 1.0\n")
+    (package / "_core" / "_worker.py").write_text(
+        "from journy_analytics._core._outcomes import _EVERY\n"
+        "from journy_analytics._core import _outcomes\n"
+    )
+    assert private_names_imported(package) == [
+        f"{PACKAGE}/_core/_worker.py:1: imports {PACKAGE}._core._outcomes._EVERY"
+    ]
+
+
 def reaching_up(root: Path = ROOT) -> List[str]:
     """Imports from a private package (``_x``) of a public module that imports from that
     package: the front reached from behind it (``_import`` -> ``bulk`` -> ``_import``)."""

@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-import uuid
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from journy_analytics._exceptions import ValidationError
-from journy_analytics._message import format_timestamp
+from journy_analytics._message import checked_id, format_timestamp
 
 __all__ = [
     "MAX_USERS_PER_CALL",
@@ -35,22 +34,6 @@ MAX_USERS_PER_CALL = 100
 
 # A bare host name: letters, digits, hyphens, dots, at least one dot, no scheme or path.
 _DOMAIN = re.compile(r"(?=.{1,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}\Z")
-
-
-def _id(value: Any, field: str) -> Optional[str]:
-    if value is None:
-        return None
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(int(value))
-    if not isinstance(value, str):
-        raise ValidationError(
-            f"{field} must be a str, an int or a uuid.UUID, not {type(value).__name__}"
-        )
-    if not value.strip():
-        raise ValidationError(f"{field} is empty; pass a non-empty id or leave it out")
-    return value
 
 
 def _email(value: Any, field: str) -> Optional[str]:
@@ -79,7 +62,7 @@ def user_identification(user_id: Any, email: Any, field: str = "") -> Dict[str, 
     """``{"userId": ..., "email": ...}``; at least one (the document's ``minProperties: 1``)."""
     prefix = f"{field}." if field else ""
     ident: Dict[str, str] = {}
-    uid = _id(user_id, f"{prefix}user_id")
+    uid = checked_id(user_id, f"{prefix}user_id")
     if uid is not None:
         ident["userId"] = uid
     mail = _email(email, f"{prefix}email")
@@ -94,7 +77,7 @@ def account_identification(account_id: Any, domain: Any, field: str = "") -> Dic
     """``{"accountId": ..., "domain": ...}``; at least one."""
     prefix = f"{field}." if field else ""
     ident: Dict[str, str] = {}
-    aid = _id(account_id, f"{prefix}account_id")
+    aid = checked_id(account_id, f"{prefix}account_id")
     if aid is not None:
         ident["accountId"] = aid
     if domain is not None:

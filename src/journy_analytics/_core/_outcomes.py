@@ -34,7 +34,7 @@ from journy_analytics._types import EVENT_TYPES, Batch, Callback, Cause, Item, c
 __all__ = ["BatchAck", "BatchOwner", "Outcomes"]
 
 _SAMPLE_SIZE = 20
-_OVERFLOW_REPORT_EVERY = 1.0
+OVERFLOW_REPORT_EVERY = 1.0
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 _QUEUE_FULL = Cause.QUEUE_FULL.value
 
@@ -65,7 +65,7 @@ class Outcomes:
         self._failed_attempts = 0
         self._failing_since: Optional[float] = None
         self._overflow_reported = 0
-        self._overflow_reported_at = -_OVERFLOW_REPORT_EVERY
+        self._overflow_reported_at = -OVERFLOW_REPORT_EVERY
         self._overflow_sample: Deque[bytes] = deque(maxlen=_SAMPLE_SIZE)
 
     # -- transitions (callers hold the state lock where it says so) -----------------------
@@ -230,7 +230,7 @@ class Outcomes:
             dropped = self.dropped[Cause.QUEUE_FULL.value] - self._overflow_reported
             now = time.monotonic()
             if dropped <= 0 or (
-                now - self._overflow_reported_at < _OVERFLOW_REPORT_EVERY and not now_or_never
+                now - self._overflow_reported_at < OVERFLOW_REPORT_EVERY and not now_or_never
             ):
                 return
             self._overflow_reported_at = now

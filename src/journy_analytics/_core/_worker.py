@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from journy_analytics._core._attempt import BatchResult, BatchSender
-from journy_analytics._core._outcomes import _OVERFLOW_REPORT_EVERY, Outcomes
+from journy_analytics._core._outcomes import OVERFLOW_REPORT_EVERY, Outcomes
 from journy_analytics._core._queue import EventQueue
 from journy_analytics._core._retry import RetryPolicy
 from journy_analytics._core._sender_pool import SenderPool
@@ -306,7 +306,7 @@ class Worker:
         now = time.monotonic()
         waits: List[float] = []
         if outcomes.overflow_pending():
-            waits.append(_OVERFLOW_REPORT_EVERY)
+            waits.append(OVERFLOW_REPORT_EVERY)
         due = pool.next_due()
         if due is not None:
             if due <= now:

@@ -49,8 +49,8 @@ __all__ = [
     "resume_point",
 ]
 
-_EXAMPLES_PER_CODE = 5
-_CHECKPOINT_EVERY = 0.2  # seconds between checkpoint writes while rows settle
+EXAMPLES_PER_CODE = 5
+CHECKPOINT_EVERY = 0.2  # seconds between checkpoint writes while rows settle
 _BOUNCE_WAIT = 0.02  # the client's queue was full: retry that often (woken earlier by deliveries)
 _AUTH_STATUSES = frozenset({401, 403, 404})
 _BUILDERS: Dict[str, Callable[..., Dict[str, Any]]] = {
@@ -157,7 +157,7 @@ class ImportReport:
         examples: List[Dict[str, Any]] = []
         per_code: Dict[str, int] = {}
         for e in [*self.earlier_examples, *self.examples]:
-            if per_code.get(e.code, 0) < _EXAMPLES_PER_CODE:
+            if per_code.get(e.code, 0) < EXAMPLES_PER_CODE:
                 per_code[e.code] = per_code.get(e.code, 0) + 1
                 examples.append(
                     {"file": e.file, "line": e.line, "code": e.code, "reason": e.reason}
@@ -382,7 +382,7 @@ class Importer:
             report = self.report
             count = report.refused.get(code, 0)
             report.refused[code] = count + 1
-            if count < _EXAMPLES_PER_CODE:
+            if count < EXAMPLES_PER_CODE:
                 report.examples.append(reject)
             self._settle_locked(index)
 
@@ -570,7 +570,7 @@ class Importer:
             return
         with self._changed:
             if not more_room() and self._stop is None:
-                self._changed.wait(_BOUNCE_WAIT if self._requeue else _CHECKPOINT_EVERY)
+                self._changed.wait(_BOUNCE_WAIT if self._requeue else CHECKPOINT_EVERY)
         self._tick()
 
     def _wait_for_room(self) -> None:
@@ -597,7 +597,7 @@ class Importer:
             self.progress(self)
         if self.checkpoint is None or self.dry_run:
             return
-        if not final and now - self._last_save < _CHECKPOINT_EVERY:
+        if not final and now - self._last_save < CHECKPOINT_EVERY:
             return
         low = self._low
         complete = final and self._read_all and self._stop is None and low == self._total

@@ -41,8 +41,8 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequenc
 
 from journy_analytics._import._checkpoint import Checkpoint
 from journy_analytics._import._engine import (
-    _CHECKPOINT_EVERY,
-    _EXAMPLES_PER_CODE,
+    CHECKPOINT_EVERY,
+    EXAMPLES_PER_CODE,
     Importer,
     ImportInterrupted,
     ImportReport,
@@ -611,7 +611,7 @@ class ParallelImport:
         examples: List[Reject] = []
         per_code: Dict[str, int] = {}
         for e in sorted(combined.examples, key=lambda e: (e.file or "", e.line or 0)):
-            if per_code.get(e.code, 0) < _EXAMPLES_PER_CODE:
+            if per_code.get(e.code, 0) < EXAMPLES_PER_CODE:
                 per_code[e.code] = per_code.get(e.code, 0) + 1
                 examples.append(e)
         report.examples = examples
@@ -624,7 +624,7 @@ class ParallelImport:
         if self.checkpoint is None:
             return
         now = time.monotonic()
-        if not final and now - self._last_save < _CHECKPOINT_EVERY:
+        if not final and now - self._last_save < CHECKPOINT_EVERY:
             return
         low = self.rows_done
         if low == self._saved and not final:

@@ -19,11 +19,11 @@ from journy_analytics._message._build import (
     build_identify,
     build_page,
     build_track,
+    checked_id,
     format_timestamp,
     now_iso,
     reseed_message_ids,
 )
-from journy_analytics._message._build import _id as checked_id
 from journy_analytics._message._chain import DESTINATION_QUEUE_SIZE, PLUGIN_TYPES, PluginChain
 from journy_analytics._message._encoding import _FAST_OPTIONS as ENCODE_OPTIONS
 from journy_analytics._message._encoding import (

@@ -172,7 +172,7 @@ def _parse_iso(text: str) -> _dt.datetime:
         return _dt.datetime.fromisoformat(fixed)
 
 
-def _id(value: Any, field: str) -> Optional[str]:
+def checked_id(value: Any, field: str) -> Optional[str]:
     """str, int (not bool) and uuid.UUID ids, as str; empty or blank ones are refused."""
     if value is None:
         return None
@@ -221,13 +221,13 @@ def _base(
         msg["userId"] = (
             user_id
             if type(user_id) is str and user_id and not user_id[0].isspace()
-            else _id(user_id, "user_id")
+            else checked_id(user_id, "user_id")
         )
     if anonymous_id is not None:
         msg["anonymousId"] = (
             anonymous_id
             if type(anonymous_id) is str and anonymous_id and not anonymous_id[0].isspace()
-            else _id(anonymous_id, "anonymous_id")
+            else checked_id(anonymous_id, "anonymous_id")
         )
     if require_user and len(msg) == 1:
         raise ValidationError(
@@ -237,7 +237,7 @@ def _base(
     if message_id is None:
         msg["messageId"] = _next_message_id()
     else:
-        msg["messageId"] = _id(message_id, "message_id")
+        msg["messageId"] = checked_id(message_id, "message_id")
     if timestamp is None:
         # now_iso() inlined (a call is a sizeable share of this function's cost).
         ms = int(time.time() * 1000)
@@ -251,7 +251,7 @@ def _base(
         # A new dict: the caller's context is never mutated.
         ctx = {**_mapping(context, "context"), "library": LIBRARY}
     if group_id is not None:
-        ctx["groupId"] = _id(group_id, "group_id")
+        ctx["groupId"] = checked_id(group_id, "group_id")
     msg["context"] = ctx
     msg["integrations"] = {} if integrations is None else _mapping(integrations, "integrations")
     return msg
@@ -283,7 +283,7 @@ def build_group(
     integrations: Any = None,
     message_id: Any = None,
 ) -> Dict[str, Any]:
-    gid = _id(group_id, "group_id")
+    gid = checked_id(group_id, "group_id")
     if gid is None:
         raise ValidationError(
             "group() needs group_id (the account's id); to update an account without a user, "
@@ -369,9 +369,9 @@ def build_alias(
     message_id: Any = None,
     anonymous_id: Any = None,
 ) -> Dict[str, Any]:
-    if _id(user_id, "user_id") is None:
+    if checked_id(user_id, "user_id") is None:
         raise ValidationError("alias() needs user_id, the id the user is known by from now on")
-    prev = _id(previous_id, "previous_id")
+    prev = checked_id(previous_id, "previous_id")
     if prev is None:
         raise ValidationError(
             "alias() needs previous_id, the id (often an anonymous id) to link to user_id"

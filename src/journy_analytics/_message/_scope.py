@@ -44,7 +44,7 @@ from typing import (
 )
 
 from journy_analytics._exceptions import ValidationError
-from journy_analytics._message._build import _id
+from journy_analytics._message._build import checked_id
 
 __all__ = ["Scope", "activate", "activate_scope", "active_scope", "deactivate", "scope"]
 
@@ -164,9 +164,9 @@ def _build(
     properties: Any,
     context: Any,
 ) -> Scope:
-    uid = _id(user_id, "user_id")
-    aid = _id(anonymous_id, "anonymous_id")
-    gid = _id(group_id, "group_id")
+    uid = checked_id(user_id, "user_id")
+    aid = checked_id(anonymous_id, "anonymous_id")
+    gid = checked_id(group_id, "group_id")
     props = _mapping(properties, "properties")
     ctx = _mapping(context, "context")
     if outer is None:
