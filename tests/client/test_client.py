@@ -15,17 +15,7 @@ from journy_analytics import Analytics, DeliveryError, Response, RetryPolicy, Va
 from journy_analytics._default import set_default_client
 from journy_analytics.collector import CollectorThread
 from journy_analytics.testing import Capture
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until it holds; ``timeout`` is only an upper bound on the wait."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
+from waiting import wait_until
 
 MakeClient = Callable[..., Analytics]
 FAST_RETRY = RetryPolicy(max_retries=3, initial_backoff=0.01, max_backoff=0.05)

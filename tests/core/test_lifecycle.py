@@ -21,15 +21,7 @@ from journy_analytics import Analytics, DeliveryError, RetryPolicy, ValidationEr
 from journy_analytics._core import _worker
 from journy_analytics._core._transport import RequestTimeoutError, StdlibHttpClient
 from journy_analytics.collector import CollectorThread
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
+from waiting import wait_until
 
 
 def journy_threads() -> List[threading.Thread]:
@@ -580,9 +572,7 @@ def test_a_close_that_gives_up_cuts_a_backoff_short(scripted: Any) -> None:
         retry_policy=RetryPolicy(max_retries=5, initial_backoff=60.0, max_backoff=60.0),
     )
     client.track(user_id="u", event="E")
-    deadline = time.monotonic() + 10
-    while server.received() < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: server.received() >= 1)
     assert server.received() == 1
     started = time.monotonic()
     assert not client.close_and_flush(timeout=0.5)
@@ -597,9 +587,7 @@ def test_an_answer_that_comes_after_a_close_gave_up_is_not_retried(scripted: Any
     server = scripted([{"status": 503, "delay": 1.0}])
     client = Analytics(write_key="k", host=server.url, flush_interval=0.01)
     client.track(user_id="u", event="E")
-    deadline = time.monotonic() + 10
-    while server.received() < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: server.received() >= 1)
     assert not client.close_and_flush(timeout=0.2)
     assert client._worker._lifecycle is _worker.Lifecycle.FINISHED
     time.sleep(1.5)  # the late answer arrives and the attempt ends

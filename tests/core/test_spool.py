@@ -9,12 +9,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, List
 
 import pytest
 
 from journy_analytics import Analytics, DeliveryError
 from journy_analytics.collector import CollectorThread
+from waiting import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses fork/kill -9")
 
@@ -34,16 +35,6 @@ CHILD = textwrap.dedent(
     time.sleep(60)
     """
 )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until it holds; ``timeout`` is only an upper bound on the wait."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def run_child(url: str, spool: Path, total: int) -> subprocess.Popen[str]:

@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("aiohttp")
 
 from journy_analytics.collector import CollectorThread
+from waiting import wait_until
 
 APPS = Path(__file__).resolve().parent / "apps"
 BIN = Path(sys.executable).parent
@@ -45,15 +46,6 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)
-    return True
 
 
 def app_env(collector: CollectorThread, **extra: str) -> Dict[str, str]:

@@ -12,8 +12,9 @@ import pytest
 
 from journy_analytics import scope
 from journy_analytics.collector import CollectorThread
+from waiting import wait_until
 
-from .conftest import APPS, Server, app_env, tool, wait_until
+from .conftest import APPS, Server, app_env, tool
 
 pytest.importorskip("celery")
 

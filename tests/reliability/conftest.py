@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Set
@@ -153,15 +152,6 @@ def scripted() -> Iterator[Callable[..., tuple[ScriptedServer, str]]]:
     for httpd in servers:
         httpd.shutdown()
         httpd.server_close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)
-    return True
 
 
 def ids(prefix: str, n: int) -> List[str]:

@@ -19,8 +19,9 @@ from typing import Dict, List
 import pytest
 
 from journy_analytics.collector import CollectorThread
+from waiting import wait_until
 
-from .conftest import report, scales, wait_until
+from .conftest import report, scales
 
 HERE = Path(__file__).resolve().parent
 GUNICORN = Path(sys.executable).with_name("gunicorn")
