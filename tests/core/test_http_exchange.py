@@ -201,8 +201,11 @@ def test_broken_answers_raise_what_http_client_raises(
     assert meaning in explain_failure(raised.value).text
 
 
-def test_a_header_block_past_the_limit_is_refused(client: StdlibHttpClient) -> None:
-    server = ScriptedServer([b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"])
+@pytest.mark.parametrize("end", [b"\r\n\r\n", b""])
+def test_a_header_block_past_the_limit_is_refused(client: StdlibHttpClient, end: bytes) -> None:
+    # Ended past the limit, or never ended (the server then waits): refused at once, not
+    # read on until the request's timeout.
+    server = ScriptedServer([b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + end])
     with pytest.raises(http.client.LineTooLong):
         _send(client, server)
 

@@ -36,6 +36,8 @@ __all__ = ["BatchAck", "BatchOwner", "Outcomes"]
 _SAMPLE_SIZE = 20
 OVERFLOW_REPORT_EVERY = 1.0
 _EVENT_TYPES = frozenset(EVENT_TYPES)
+# The queue_full counter's key, spelled once: overflow_pending() asks for it twice at every
+# dispatcher step, and an enum's .value is a Python-level property.
 _QUEUE_FULL = Cause.QUEUE_FULL.value
 
 
@@ -207,7 +209,7 @@ class Outcomes:
         second): the caller never waits on a user's error handler. A callback is the
         caller's own and is told at once."""
         with self._lock:
-            self.dropped[Cause.QUEUE_FULL.value] += 1
+            self.dropped[_QUEUE_FULL] += 1
             self._overflow_sample.append(data)
         if callback is not None:
             error = DeliveryError(
@@ -219,15 +221,13 @@ class Outcomes:
             _call(callback, error, orjson.loads(data))
 
     def overflow_pending(self) -> bool:
-        # Asked twice at every dispatcher step: the key is a constant (an enum's .value is
-        # a Python-level property).
         return self.dropped[_QUEUE_FULL] != self._overflow_reported
 
     def report_overflow(self, now_or_never: bool = False) -> None:
         """Report queue_full drops not reported yet: at most once a second, unless
         ``now_or_never`` (close: there is no later)."""
         with self._lock:
-            dropped = self.dropped[Cause.QUEUE_FULL.value] - self._overflow_reported
+            dropped = self.dropped[_QUEUE_FULL] - self._overflow_reported
             now = time.monotonic()
             if dropped <= 0 or (
                 now - self._overflow_reported_at < OVERFLOW_REPORT_EVERY and not now_or_never

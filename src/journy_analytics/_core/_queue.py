@@ -22,7 +22,7 @@ from itertools import repeat, starmap
 from typing import Callable, Deque, List, Optional, Protocol, Tuple
 
 from journy_analytics._message import MAX_BATCH_BYTES, compact
-from journy_analytics._types import Batch, Item, data_of
+from journy_analytics._types import Batch, Item, data_of, data_of_all
 
 __all__ = ["ENVELOPE_BYTES", "EventQueue"]
 
@@ -96,12 +96,9 @@ class EventQueue:
             return None
         # This runs for every event the worker sends, so the common case stays in C: pop
         # ``count`` events at once, then size them; a per-event Python loop cost a third of
-        # the dispatcher's time. Events with a callback are (bytes, callback) tuples.
+        # the dispatcher's time.
         taken: List[Item] = list(starmap(items.popleft, repeat((), count)))
-        if any(map(isinstance, taken, repeat(tuple))):
-            lengths = [len(data_of(item)) for item in taken]
-        else:
-            lengths = list(map(len, taken))
+        lengths = list(map(len, data_of_all(taken)))
         if ENVELOPE_BYTES + sum(lengths) + count > MAX_BATCH_BYTES:
             taken = self._fit(taken, lengths)
         batch = Batch(self._batch_numbers, self.next_position, taken)

@@ -449,13 +449,11 @@ class _Reader:
         start = 0
         while True:
             end = self.buffer.find(b"\r\n\r\n", start)
-            if end > _MAX_HEADER_BYTES:
+            if (end if end >= 0 else len(self.buffer)) > _MAX_HEADER_BYTES:
                 raise http.client.LineTooLong("header block")
             if end >= 0:
                 block, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
                 return block
-            if len(self.buffer) > _MAX_HEADER_BYTES:
-                raise http.client.LineTooLong("header block")
             start = max(0, len(self.buffer) - 3)
             if not self.more():
                 if not self.buffer:

@@ -489,7 +489,7 @@ class Worker:
     def _give_up(self, deadline: Optional[float]) -> None:
         with self._lock:
             self._move(Lifecycle.GIVING_UP)
-        self._wake.set()  # the dispatcher may be waiting; it must see the abort now
+        self._wake.set()  # the dispatcher may be waiting; it must see GIVING_UP now
         dispatcher = self._dispatcher
         if dispatcher is not None and dispatcher is not threading.current_thread():
             dispatcher.join(_remaining(deadline, cap=0.5))

@@ -296,8 +296,8 @@ def build_group(
 
 
 def build_track(
-    # Positional too: the client's track() passes them in this order (matching nine
-    # keywords by name is a tenth of the call's cost).
+    # Positional too: the client's track() passes them in this order, which costs less
+    # than matching nine keywords by name on every call.
     user_id: Any = None,
     anonymous_id: Any = None,
     event: Any = None,
